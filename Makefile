@@ -1,0 +1,44 @@
+# Run `make` (or `make help`) to list the targets.
+
+GO       ?= go
+FUZZTIME ?= 30s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+# Go files to check with gofmt, skipping build output, vendored code,
+# testdata and hidden directories.
+GOFILES_CMD := find . \( -name bin -o -name vendor -o -name testdata -o -name node_modules -o -name '.?*' \) -prune -o -type f -name '*.go' -print
+
+.DEFAULT_GOAL := help
+.PHONY: help build test lint fuzz bench demo clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build bin/replicator
+	$(GO) build -o bin/replicator ./cmd/replicator
+
+test: ## Run all tests with the race detector (starts throwaway PostgreSQL clusters)
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+lint: ## Check formatting (gofmt), then run go vet and staticcheck
+	@files=$$($(GOFILES_CMD) | xargs -r gofmt -l) || exit 1; \
+	if [ -n "$$files" ]; then echo "gofmt -w needed on:"; echo "$$files"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+fuzz: ## Run each fuzz target in ./outbox for FUZZTIME (default 30s)
+	@list=$$($(GO) test -list '^Fuzz' ./outbox/) || { echo "$$list"; exit 1; }; \
+	targets=$$(echo "$$list" | grep '^Fuzz') || { echo "no fuzz targets found in ./outbox"; exit 1; }; \
+	for target in $$targets; do \
+		echo "==> $$target ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./outbox/ || exit 1; \
+	done
+
+bench: ## Run the benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+demo: ## Run the replicator against a throwaway local database, with demo traffic
+	$(GO) run ./cmd/replicator dev --demo
+
+clean: ## Remove build output and coverage files
+	rm -rf bin/ coverage.out coverage.html *.coverprofile

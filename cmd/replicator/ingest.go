@@ -1,0 +1,87 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/usersync/usersync/outbox/webhook"
+)
+
+// secretFlags maps each provider to its --<provider>-secret flag.
+var secretFlags = map[string]string{
+	"clerk":   "clerk-secret",
+	"stack":   "stack-secret",
+	"generic": "generic-secret",
+}
+
+func ingestCommand() *cli.Command {
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "listen", Value: webhook.DefaultListen, Usage: "address to serve the webhook endpoints on"},
+		&cli.Int64Flag{Name: "max-body", Value: webhook.DefaultMaxBody, Usage: "largest webhook body accepted, in bytes; larger ones get 413"},
+	}
+	for _, p := range webhook.Providers {
+		flags = append(flags, &cli.StringFlag{
+			Name:    secretFlags[p],
+			EnvVars: []string{webhook.SecretEnv(p)},
+			Usage:   "signing secrets (whsec_...) of the " + p + " endpoint, space-separated to rotate without downtime",
+		})
+	}
+	return &cli.Command{
+		Name:  "ingest",
+		Usage: "receive Clerk, Stack Auth and generic webhooks into neon_auth.outbox until SIGINT/SIGTERM",
+		Description: "Serves POST /webhooks/clerk, /webhooks/stack and /webhooks/generic, and GET /healthz.\n" +
+			"A provider's endpoint works once its secret is set; see docs/webhooks.md.",
+		Flags:  flags,
+		Action: ingest,
+	}
+}
+
+func ingest(c *cli.Context) error {
+	if c.Args().Present() {
+		return newUsageError("ingest takes no arguments, got %q", c.Args().First())
+	}
+	cfg, err := ingestConfig(c)
+	if err != nil {
+		return err
+	}
+	return webhook.Run(c.Context, cfg)
+}
+
+// ingestConfig maps the flags onto a webhook.Config. Its errors name the
+// flag and variable of a bad secret, never the secret.
+func ingestConfig(c *cli.Context) (webhook.Config, error) {
+	logger, err := newLogger(c)
+	if err != nil {
+		return webhook.Config{}, err
+	}
+	cfg := webhook.Config{
+		Listen:  c.String("listen"),
+		MaxBody: c.Int64("max-body"),
+		Secrets: map[string]string{},
+		Logger:  logger.With("component", "ingest"),
+	}
+	for _, p := range webhook.Providers {
+		list := c.String(secretFlags[p])
+		if strings.TrimSpace(list) == "" {
+			continue // an empty variable in a deployment template means "not this provider"
+		}
+		if _, err := webhook.ParseSecrets(list); err != nil {
+			return cfg, newUsageError("--%s (%s): %v", secretFlags[p], webhook.SecretEnv(p), err)
+		}
+		cfg.Secrets[p] = list
+	}
+	if len(cfg.Secrets) == 0 {
+		return cfg, newUsageError("no webhook secret: set CLERK_WEBHOOK_SECRET, STACK_WEBHOOK_SECRET or GENERIC_WEBHOOK_SECRET (or --clerk-secret, --stack-secret, --generic-secret) to the endpoint's signing secret")
+	}
+	if cfg.MaxBody <= 0 {
+		return cfg, newUsageError("--max-body %d: want a positive number of bytes", cfg.MaxBody)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, newUsageError("%v", err)
+	}
+	if cfg.DatabaseURL, err = databaseURL(c); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}

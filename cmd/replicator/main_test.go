@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/usersync/usersync/internal/pgtest"
+	"github.com/usersync/usersync/replicator"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// runCLI runs the command line in-process and returns exit code, stdout and stderr.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(append([]string{"replicator"}, args...), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestRun_UsageErrors(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no database", []string{"migrate"}, "set DATABASE_URL"},
+		{"unknown flag", []string{"--bogus", "status"}, "--help"},
+		{"bad log format", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "--log-format", "xml", "migrate"}, "want auto, text or json"},
+		{"bad log level", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "--log-level", "loud", "migrate"}, "want debug, info, warn or error"},
+		{"stray argument", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "run", "now"}, "takes no arguments"},
+		{"bad slot", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "run", "--slot", "Bad-Slot"}, "Slot"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, tc.args...)
+			if code != exitUsage || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want exit %d mentioning %q", code, stderr, exitUsage, tc.want)
+			}
+		})
+	}
+}
+
+func TestRun_ConnectErrorHidesPassword(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://app:hunter2secret@127.0.0.1:1/db?sslmode=disable&connect_timeout=2")
+	code, stdout, stderr := runCLI(t, "--log-format", "json", "migrate")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	if strings.Contains(stdout+stderr, "hunter2secret") {
+		t.Errorf("the password leaked:\n%s%s", stdout, stderr)
+	}
+	if !strings.Contains(stderr, "connect") {
+		t.Errorf("stderr %q does not say the connection failed", stderr)
+	}
+}
+
+func TestRun_MigrateThenStatus(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	t.Setenv("DATABASE_URL", url)
+	if code, _, stderr := runCLI(t, "--log-format", "json", "migrate"); code != 0 {
+		t.Fatalf("migrate exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := runCLI(t, "status", "--json", "--slot", "cli_status")
+	if code != 0 {
+		t.Fatalf("status exit %d: %s", code, stderr)
+	}
+	var st replicator.Status
+	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
+		t.Fatalf("status --json printed %q: %v", stdout, err)
+	}
+	if st.Slot != "cli_status" || st.SlotExists || st.PendingEvents != 0 {
+		t.Errorf("status = %+v, want slot cli_status, not yet created, nothing pending", st)
+	}
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `INSERT INTO neon_auth.outbox (provider, event_type, payload)
+		VALUES ('generic', 'user.created', '{"id": "u1"}')`); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, _ = runCLI(t, "status", "--slot", "cli_status")
+	if code != 0 || !strings.Contains(stdout, "pending events: 1") {
+		t.Errorf("status exit %d, output:\n%s\nwant 'pending events: 1'", code, stdout)
+	}
+	if strings.Contains(stdout, "password") {
+		t.Errorf("status output mentions a password:\n%s", stdout)
+	}
+}
+
+func TestRun_RunRefusesUnmigratedDatabase(t *testing.T) {
+	t.Setenv("DATABASE_URL", pgtest.NewDatabase(t))
+	code, _, stderr := runCLI(t, "--log-format", "json", "run", "--slot", "cli_refuse")
+	if code != 1 || !strings.Contains(stderr, "replicator migrate") {
+		t.Errorf("exit %d, stderr %q; want exit 1 telling to run 'replicator migrate'", code, stderr)
+	}
+}
+
+func TestRun_Version(t *testing.T) {
+	code, stdout, _ := runCLI(t, "--version")
+	if code != 0 || !strings.Contains(stdout, "replicator version") {
+		t.Errorf("--version: exit %d, %q", code, stdout)
+	}
+}

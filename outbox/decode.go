@@ -1,0 +1,252 @@
+package outbox
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Decode validates one outbox record and maps its payload, through the
+// provider's adapter, to an Event ready to fold. A record that can never be
+// folded yields a *RejectError whose reason belongs in outbox_rejects; Decode
+// returns no other error and never panics, whatever the record holds.
+//
+// Every time it produces is UTC and truncated to microseconds, so an Event
+// compares equal to itself after a trip through Postgres.
+func Decode(r Record) (Event, error) {
+	if err := checkNames(r); err != nil {
+		return Event{}, err
+	}
+	d, err := newDecoder(r)
+	if err != nil {
+		return Event{}, err
+	}
+	id, err := d.userID()
+	if err != nil {
+		return Event{}, err
+	}
+	a := adapters[r.Provider]
+	// The provider's time is read, and so validated, even when the outbox
+	// row has occurred_at: whether a payload is acceptable should not depend
+	// on which inserter wrote the row.
+	at, err := a.eventTime(d)
+	if err != nil {
+		return Event{}, err
+	}
+	ev := Event{
+		OutboxID:   r.ID,
+		Provider:   r.Provider,
+		Type:       r.EventType,
+		EventID:    r.EventID,
+		UserID:     id,
+		OccurredAt: occurredAt(r, at),
+		Object:     d.object,
+	}
+	if r.EventType == TypeDeleted {
+		return ev, nil
+	}
+	if ev.Profile, err = a.profile(d); err != nil {
+		return Event{}, err
+	}
+	if ev.Profile.UpdatedAt == nil {
+		at := ev.OccurredAt
+		ev.Profile.UpdatedAt = &at
+	}
+	return ev, nil
+}
+
+// checkNames validates the provider and event type, which the reasons of
+// every later reject quote unescaped.
+func checkNames(r Record) error {
+	switch r.Provider {
+	case ProviderClerk, ProviderStack, ProviderGeneric:
+	default:
+		return &RejectError{Reason: fmt.Sprintf("unknown provider %s: expected clerk, stack or generic", quote(r.Provider))}
+	}
+	switch r.EventType {
+	case TypeCreated, TypeUpdated, TypeDeleted:
+	default:
+		return &RejectError{Reason: fmt.Sprintf("event_type %s is not one of user.created, user.updated, user.deleted", quote(r.EventType))}
+	}
+	return nil
+}
+
+// occurredAt picks the event's effective time: the outbox column, else the
+// provider's own time, else when the row was received.
+func occurredAt(r Record, provider *time.Time) time.Time {
+	switch {
+	case r.OccurredAt != nil:
+		return pgTime(*r.OccurredAt)
+	case provider != nil:
+		return *provider
+	default:
+		return pgTime(r.ReceivedAt)
+	}
+}
+
+// decoder holds one record's payload, split into the optional webhook
+// envelope and the user object, for the adapters to read.
+type decoder struct {
+	rec Record
+	// env is the webhook body around the user object; nil for a bare object.
+	env *members
+	// user is the user object.
+	user members
+	// object is the user object's bytes, which become raw_json.
+	object json.RawMessage
+}
+
+// newDecoder parses the payload and unwraps a webhook envelope: a top level
+// with an object "data" and either no "id" of its own (a user object has an
+// id) or a string "type" naming a user event (a generic sender's envelope may
+// carry its own event id).
+func newDecoder(r Record) (*decoder, error) {
+	d := &decoder{rec: r}
+	var top map[string]json.RawMessage
+	if err := d.parseObject(r.Payload, &top); err != nil {
+		return nil, err
+	}
+	data := top["data"]
+	if !isEnvelope(top) {
+		d.user = members{m: top, loc: "at the top level"}
+		// A copy: the caller may reuse its buffer (a WAL message) after we return.
+		d.object = bytes.Clone(bytes.TrimSpace(r.Payload))
+		return d, nil
+	}
+	d.env = &members{m: top, loc: "at the top level"}
+	if err := d.checkEnvelopeType(); err != nil {
+		return nil, err
+	}
+	var user map[string]json.RawMessage
+	if err := d.parseObject(data, &user); err != nil {
+		return nil, err
+	}
+	d.user = members{m: user, loc: `in "data"`}
+	d.object = data // json.RawMessage.UnmarshalJSON already copied it
+	return d, nil
+}
+
+func isEnvelope(top map[string]json.RawMessage) bool {
+	if kind(top["data"]) != "object" {
+		return false
+	}
+	if _, hasID := top["id"]; !hasID {
+		return true
+	}
+	var typ string
+	return kind(top["type"]) == "string" && json.Unmarshal(top["type"], &typ) == nil && strings.HasPrefix(typ, "user.")
+}
+
+// parseObject decodes a JSON object into its raw members.
+func (d *decoder) parseObject(b []byte, m *map[string]json.RawMessage) error {
+	if err := json.Unmarshal(b, m); err != nil {
+		if !json.Valid(b) {
+			return d.reject("payload is not valid JSON: %s", err)
+		}
+		return d.reject("payload is a JSON %s, want an object (a user or a webhook body)", kind(bytes.TrimSpace(b)))
+	}
+	if *m == nil { // the JSON null decodes into a nil map without error
+		return d.reject("payload is JSON null, want an object (a user or a webhook body)")
+	}
+	return nil
+}
+
+// checkEnvelopeType rejects a webhook body whose "type" names another event
+// than the outbox row: one of the two is wrong, and folding could lose data.
+func (d *decoder) checkEnvelopeType() error {
+	v := d.env.m["type"]
+	var s string
+	if kind(v) != "string" || json.Unmarshal(v, &s) != nil || s == d.rec.EventType {
+		return nil
+	}
+	return d.reject(`payload "type" is %s but the outbox event_type is %q: the webhook body and the row disagree`, quote(s), d.rec.EventType)
+}
+
+// userID reads the user's id, which every event must carry to be folded.
+func (d *decoder) userID() (string, error) {
+	v, ok := d.user.m["id"]
+	if !ok {
+		verb := strings.TrimPrefix(d.rec.EventType, "user.")
+		return "", d.reject(`payload has no "id" %s: cannot tell which user was %s`, d.user.loc, verb)
+	}
+	var s string
+	if kind(v) != "string" || json.Unmarshal(v, &s) != nil || s == "" {
+		return "", d.badField(d.user, "id", v, "want a non-empty string")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", d.hasNUL(d.user, "id")
+	}
+	return s, nil
+}
+
+// reject makes a RejectError about this record; the reason starts with the
+// provider and event type so that it reads on its own.
+func (d *decoder) reject(format string, args ...any) error {
+	return &RejectError{Reason: d.rec.Provider + " " + d.rec.EventType + " " + fmt.Sprintf(format, args...)}
+}
+
+// badField rejects member key of o, whose value v is not what the mapping needs.
+func (d *decoder) badField(o members, key string, v json.RawMessage, want string) error {
+	return d.reject("%q %s is %s, %s", key, o.loc, show(v), want)
+}
+
+// hasNUL rejects a string Postgres text cannot store. jsonb refuses \u0000
+// too, so only a record built outside the database can carry one.
+func (d *decoder) hasNUL(o members, key string) error {
+	return d.reject(`%q %s contains \u0000, which Postgres text cannot store`, key, o.loc)
+}
+
+// str reads an optional string member: absent and null give nil.
+func (d *decoder) str(o members, key string) (*string, error) {
+	v := o.m[key]
+	switch kind(v) {
+	case "absent", "null":
+		return nil, nil
+	case "string":
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			if strings.IndexByte(s, 0) >= 0 {
+				return nil, d.hasNUL(o, key)
+			}
+			return &s, nil
+		}
+	}
+	return nil, d.badField(o, key, v, "want a string or null")
+}
+
+// millis reads an optional millisecond-epoch member: absent and null give nil.
+func (d *decoder) millis(o members, key string) (*time.Time, error) {
+	v := o.m[key]
+	if k := kind(v); k == "absent" || k == "null" {
+		return nil, nil
+	}
+	t, complaint := parseMillis(v)
+	if complaint != "" {
+		return nil, d.badField(o, key, v, complaint)
+	}
+	return &t, nil
+}
+
+// anyTime reads an optional member holding an RFC 3339 string or a
+// millisecond-epoch number: absent and null give nil.
+func (d *decoder) anyTime(o members, key string) (*time.Time, error) {
+	v := o.m[key]
+	var t time.Time
+	var complaint string
+	switch kind(v) {
+	case "absent", "null":
+		return nil, nil
+	case "string":
+		t, complaint = parseRFC3339(v)
+	case "number":
+		t, complaint = parseMillis(v)
+	default:
+		complaint = "want an RFC 3339 time or a millisecond epoch number"
+	}
+	if complaint != "" {
+		return nil, d.badField(o, key, v, complaint)
+	}
+	return &t, nil
+}

@@ -1,0 +1,189 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/usersync/usersync/internal/logging"
+	"github.com/usersync/usersync/outbox"
+)
+
+// Handler serves POST /webhooks/{clerk,stack,generic} and GET /healthz.
+type Handler struct {
+	cfg       Config
+	db        outbox.Querier
+	verifiers map[string]*Verifier
+	mux       *http.ServeMux
+	counts    counters
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// NewHandler returns a Handler storing events through db (a *pgxpool.Pool in
+// production). Only cfg's Secrets, MaxBody, InsertTimeout, Tolerance, Logger
+// and Now matter here.
+func NewHandler(cfg Config, db outbox.Querier) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	verifiers, err := cfg.verifiers()
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{cfg: cfg, db: db, verifiers: verifiers, mux: http.NewServeMux()}
+	h.mux.HandleFunc("POST /webhooks/{provider}", h.serveWebhook)
+	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	return h, nil
+}
+
+// ServeHTTP routes the request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Stats returns the counts of answers given so far.
+func (h *Handler) Stats() Stats { return h.counts.snapshot() }
+
+// Outcomes of a delivery, as answered in the body's "outcome", logged and counted.
+const (
+	outcomeStored        = "stored"
+	outcomeDuplicate     = "duplicate"
+	outcomeIgnored       = "ignored"
+	outcomeNotConfigured = "not_configured"
+	outcomeTooLarge      = "too_large"
+	outcomeUnauthorized  = "unauthorized"
+	outcomeBadRequest    = "bad_request"
+	outcomeUnavailable   = "unavailable"
+)
+
+// result is the answer to one delivery and what the log line says about it.
+type result struct {
+	status    int
+	outcome   string
+	reason    string // sent to the sender and logged: never a secret, a signature or the body
+	cause     error  // logged only: why the database failed
+	eventType string
+	eventID   string
+	outboxID  int64
+}
+
+func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	provider := r.PathValue("provider")
+	res := h.receive(w, r, provider)
+	h.counts.add(res.outcome)
+	body := map[string]any{"outcome": res.outcome}
+	if res.reason != "" {
+		body["error"] = res.reason
+	}
+	if res.outboxID != 0 {
+		body["outbox_id"] = res.outboxID
+	}
+	writeJSON(w, res.status, body)
+	h.logResult(r.Context(), provider, res, time.Since(start))
+}
+
+func (h *Handler) receive(w http.ResponseWriter, r *http.Request, provider string) result {
+	if !slices.Contains(Providers, provider) {
+		return result{status: http.StatusNotFound, outcome: outcomeNotConfigured, reason: fmt.Sprintf("unknown provider %q: the endpoints are /webhooks/clerk, /webhooks/stack and /webhooks/generic", provider)}
+	}
+	v := h.verifiers[provider]
+	if v == nil {
+		return result{status: http.StatusNotFound, outcome: outcomeNotConfigured, reason: fmt.Sprintf("no signing secret is configured for %s: set %s and restart the receiver", provider, SecretEnv(provider))}
+	}
+	body, res, ok := h.readBody(w, r)
+	if !ok {
+		return res
+	}
+	id, err := v.Verify(r.Header, body)
+	if err != nil {
+		return result{status: http.StatusUnauthorized, outcome: outcomeUnauthorized, reason: err.Error()}
+	}
+	env, err := parseEnvelope(body)
+	if err != nil {
+		return result{status: http.StatusBadRequest, outcome: outcomeBadRequest, reason: err.Error(), eventID: id}
+	}
+	res = result{eventType: env.Type, eventID: id}
+	if env.Type != outbox.TypeCreated && env.Type != outbox.TypeUpdated && env.Type != outbox.TypeDeleted {
+		// Acknowledged so that the provider does not retry it for days.
+		res.status, res.outcome = http.StatusOK, outcomeIgnored
+		return res
+	}
+	ev := outbox.NewEvent{Provider: provider, Type: env.Type, Payload: body, EventID: id, OccurredAt: h.occurredAt(env, id)}
+	return h.store(r.Context(), ev, res)
+}
+
+// readBody reads at most MaxBody bytes; a larger body is refused unread when
+// its Content-Length says so.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, result, bool) {
+	tooLarge := result{status: http.StatusRequestEntityTooLarge, outcome: outcomeTooLarge, reason: fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBody)}
+	if r.ContentLength > h.cfg.MaxBody {
+		return nil, tooLarge, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxErr):
+		return nil, tooLarge, false
+	case err != nil:
+		return nil, result{status: http.StatusBadRequest, outcome: outcomeBadRequest, reason: "could not read the body"}, false
+	}
+	return body, result{}, true
+}
+
+// logResult writes the request's one log line. It carries no header values
+// other than the message id, and never the body.
+func (h *Handler) logResult(ctx context.Context, provider string, res result, took time.Duration) {
+	attrs := []slog.Attr{
+		slog.String("provider", provider),
+		slog.Int("status", res.status),
+		slog.String("outcome", res.outcome),
+	}
+	if res.eventType != "" {
+		attrs = append(attrs, slog.String("event_type", truncate(res.eventType, 64)))
+	}
+	if res.eventID != "" {
+		attrs = append(attrs, slog.String("event_id", res.eventID))
+	}
+	if res.outboxID != 0 {
+		attrs = append(attrs, slog.Int64("outbox_id", res.outboxID))
+	}
+	if res.outcome == outcomeIgnored {
+		attrs = append(attrs, slog.Int64("ignored_total", h.counts.ignored.Load()))
+	}
+	if res.reason != "" {
+		attrs = append(attrs, slog.String("reason", res.reason))
+	}
+	if res.cause != nil {
+		attrs = append(attrs, slog.String("error", logging.Redact(res.cause.Error())))
+	}
+	attrs = append(attrs, slog.Duration("duration", took))
+	level := slog.LevelInfo
+	if res.status >= 400 {
+		level = slog.LevelWarn
+	}
+	h.cfg.Logger.LogAttrs(ctx, level, "webhook", attrs...)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// truncate bounds a sender-chosen string before it is logged.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "..."
+}

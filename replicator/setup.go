@@ -1,0 +1,197 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+)
+
+// sessionParams make text output of timestamps parseable the same way on the
+// replication and the apply connection.
+var sessionParams = map[string]string{
+	"timezone":         "UTC",
+	"datestyle":        "ISO, MDY",
+	"application_name": "usersync-replicator",
+}
+
+// connectApply opens the ordinary connection that applies batches.
+func connectApply(ctx context.Context, url string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, configErrorf("DATABASE_URL: %v", err)
+	}
+	for k, v := range sessionParams {
+		cfg.RuntimeParams[k] = v
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", Explain(err))
+	}
+	return conn, nil
+}
+
+// connectReplication opens a logical replication connection.
+func connectReplication(ctx context.Context, url string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return nil, configErrorf("DATABASE_URL: %v", err)
+	}
+	for k, v := range sessionParams {
+		cfg.RuntimeParams[k] = v
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	// A receive deadline must only cut reads short: pgx's default handler sets
+	// the write deadline too, which would fail a status update being sent by
+	// the applier at that moment.
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler { return &readDeadlineHandler{pc: pc} }
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect for replication: %w", Explain(err))
+	}
+	return conn, nil
+}
+
+type readDeadlineHandler struct{ pc *pgconn.PgConn }
+
+func (h *readDeadlineHandler) HandleCancel(context.Context) {
+	_ = h.pc.Conn().SetReadDeadline(time.Now())
+}
+func (h *readDeadlineHandler) HandleUnwatchAfterCancel() {
+	_ = h.pc.Conn().SetReadDeadline(time.Time{})
+}
+
+// preflight refuses to go on, with a sentence saying what to do, when the
+// server or the schema cannot work; it returns the server's wal_sender_timeout.
+func preflight(ctx context.Context, conn *pgx.Conn) (time.Duration, error) {
+	var walLevel string
+	var senderTimeoutMS int64
+	err := conn.QueryRow(ctx, `SELECT current_setting('wal_level'),
+		COALESCE((SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'), 60000)`).Scan(&walLevel, &senderTimeoutMS)
+	if err != nil {
+		return 0, fmt.Errorf("read server settings: %w", err)
+	}
+	if walLevel != "logical" {
+		return 0, configErrorf("wal_level is %q, but logical replication needs \"logical\": on Neon enable logical replication in the project settings; elsewhere set wal_level = logical in postgresql.conf and restart PostgreSQL", walLevel)
+	}
+	if _, err := preflightSchema(ctx, conn); err != nil {
+		return 0, err
+	}
+	return time.Duration(senderTimeoutMS) * time.Millisecond, nil
+}
+
+// ensurePublication creates the publication on the outbox when it is missing.
+func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, logger *slog.Logger) error {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("look up publication: %w", err)
+	}
+	if exists {
+		return nil
+	}
+	_, err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE neon_auth.outbox WITH (publish = 'insert')", pgx.Identifier{name}.Sanitize()))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created by a racing instance
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create publication %s: %w", name, Explain(err))
+	}
+	logger.Info("created publication", "publication", name)
+	return nil
+}
+
+// slotInfo is what the server says about our slot.
+type slotInfo struct {
+	Exists         bool
+	Active         bool
+	ActivePID      *int32
+	Plugin         string
+	Database       string
+	Lost           bool
+	ConfirmedFlush pglogrepl.LSN
+}
+
+func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotInfo, error) {
+	var s slotInfo
+	var confirmed *string
+	err := conn.QueryRow(ctx, `SELECT active, active_pid, COALESCE(plugin, ''), COALESCE(database, ''),
+			COALESCE(wal_status = 'lost', false), confirmed_flush_lsn::text
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).
+		Scan(&s.Active, &s.ActivePID, &s.Plugin, &s.Database, &s.Lost, &confirmed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("look up replication slot: %w", err)
+	}
+	s.Exists = true
+	if confirmed != nil {
+		if s.ConfirmedFlush, err = pglogrepl.ParseLSN(*confirmed); err != nil {
+			return s, fmt.Errorf("slot %s confirmed_flush_lsn %q: %w", slot, *confirmed, err)
+		}
+	}
+	return s, nil
+}
+
+// ensureSlot makes sure the slot exists and can be streamed from, creating
+// (or, when invalidated, recreating) it. created reports that the slot is new,
+// so WAL before now is not in it and the catch-up must fold what it lacks.
+func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, logger *slog.Logger) (info slotInfo, created bool, err error) {
+	info, err = readSlot(ctx, conn, slot)
+	if err != nil {
+		return info, false, err
+	}
+	var dbName string
+	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
+		return info, false, err
+	}
+	switch {
+	case info.Exists && info.Database != dbName:
+		return info, false, configErrorf("replication slot %q belongs to database %q, not %q: choose another name with --slot", slot, info.Database, dbName)
+	case info.Exists && info.Plugin != "pgoutput":
+		return info, false, configErrorf("replication slot %q uses plugin %q, not pgoutput: drop it or choose another name with --slot", slot, info.Plugin)
+	case info.Exists && info.Active:
+		return info, false, ErrSlotBusy
+	case info.Exists && info.Lost:
+		logger.Warn("replication slot was invalidated (max_slot_wal_keep_size); recreating it and folding what it missed from the outbox", "slot", slot)
+		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
+			return info, false, fmt.Errorf("drop invalidated slot %s: %w", slot, Explain(err))
+		}
+	case info.Exists:
+		return info, false, nil
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42710" {
+			return info, false, ErrSlotBusy // a racing instance created it and owns it now
+		}
+		return info, false, fmt.Errorf("create replication slot %s: %w", slot, Explain(err))
+	}
+	info, err = readSlot(ctx, conn, slot)
+	return info, true, err
+}
+
+// takeOwnership starts a new generation for the slot's checkpoint row: from
+// now on, applies of any older instance fail their compare-and-set. It
+// returns the generation and the checkpoint LSN to resume from.
+func takeOwnership(ctx context.Context, conn *pgx.Conn, slot string, initial pglogrepl.LSN) (int64, pglogrepl.LSN, bool, error) {
+	var gen int64
+	var lsnText string
+	var fresh bool
+	err := conn.QueryRow(ctx, `INSERT INTO neon_auth.replicator_checkpoint AS c (slot_name, lsn, generation)
+		VALUES ($1, $2::pg_lsn, 1)
+		ON CONFLICT (slot_name) DO UPDATE SET generation = c.generation + 1, updated_at = now()
+		RETURNING generation, lsn::text, generation = 1`, slot, initial.String()).Scan(&gen, &lsnText, &fresh)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("take checkpoint of slot %s: %w", slot, err)
+	}
+	lsn, err := pglogrepl.ParseLSN(lsnText)
+	return gen, lsn, fresh, err
+}
