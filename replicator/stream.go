@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 )
 
 // streamItem is one decoded replication message handed from the reader to
@@ -22,7 +23,12 @@ type streamItem struct {
 	msg            pglogrepl.Message // nil for a keepalive
 	serverWALEnd   pglogrepl.LSN
 	replyRequested bool
+	weight         int64 // bytes held against the in-flight budget
 }
+
+// inFlightBytes bounds the WAL data received but not yet taken by the
+// applier, so memory does not grow with the size of the events queued.
+const inFlightBytes = 8 << 20
 
 // streamer runs one replication session: a reader goroutine that owns the
 // socket's read side and answers the server at once, and the applier loop
@@ -39,6 +45,7 @@ type streamer struct {
 	relations map[uint32]*relation
 	pend      pending
 	total     applyStats
+	budget    *semaphore.Weighted
 }
 
 // pending is the work received but not yet applied.
@@ -58,6 +65,7 @@ func (p *pending) flushable(confirmed uint64) bool {
 // run streams until ctx ends or the connection fails.
 func (s *streamer) run(ctx context.Context) error {
 	items := make(chan streamItem, 256)
+	s.budget = semaphore.NewWeighted(inFlightBytes)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(items)
@@ -112,6 +120,9 @@ func (s *streamer) read(ctx context.Context, items chan<- streamItem) error {
 			}
 			lastStatus = time.Now()
 		}
+		if err := s.budget.Acquire(ctx, it.weight); err != nil {
+			return nil // cancelled
+		}
 		select {
 		case items <- it:
 		case <-ctx.Done():
@@ -144,7 +155,8 @@ func (s *streamer) decode(raw pgproto3.BackendMessage) (streamItem, bool, error)
 			if err != nil {
 				return streamItem{}, false, err
 			}
-			return streamItem{msg: msg, serverWALEnd: xld.ServerWALEnd}, true, nil
+			weight := min(int64(len(data)), inFlightBytes)
+			return streamItem{msg: msg, serverWALEnd: xld.ServerWALEnd, weight: weight}, true, nil
 		}
 		return streamItem{}, false, nil
 	case *pgproto3.ErrorResponse:
@@ -218,6 +230,7 @@ func (s *streamer) applyLoop(ctx context.Context, items <-chan streamItem) error
 		if !ok {
 			return s.finish(ctx)
 		}
+		s.budget.Release(it.weight)
 		if err := s.handle(ctx, it); err != nil {
 			return err
 		}

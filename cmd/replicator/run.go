@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"runtime/debug"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/usersync/usersync/replicator"
@@ -31,6 +34,11 @@ func runCommand() *cli.Command {
 			cfg.BatchSize = c.Int("batch-size")
 			if err := cfg.Validate(); err != nil {
 				return newUsageError("%v", err)
+			}
+			// A soft limit keeps the garbage collector ahead of large payloads, so
+			// the resident size stays near the batch caps; GOMEMLIMIT overrides it.
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(48 << 20)
 			}
 			return replicator.Run(c.Context, cfg)
 		},
