@@ -48,9 +48,9 @@ func (r *runner) catchUp(ctx context.Context, conn *pgx.Conn, app *applier, slot
 	took := time.Since(started).Round(time.Millisecond)
 	switch {
 	case slotRecreated && total.Folded+total.Rejected > 0:
-		r.logger.Warn("folded outbox rows the lost slot did not carry", "folded", total.Folded, "rejected", total.Rejected, "took", took)
+		r.logger.Warn("folded outbox rows the lost slot did not carry", "folded", total.Folded, "rejected", total.Rejected, "took", took.String())
 	default:
-		r.logger.Info("caught up with the outbox", "folded", total.Folded, "rejected", total.Rejected, "took", took)
+		r.logger.Info("caught up with the outbox", "folded", total.Folded, "rejected", total.Rejected, "took", took.String())
 	}
 	return nil
 }

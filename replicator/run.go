@@ -59,11 +59,11 @@ func (r *runner) loop(ctx context.Context) error {
 		case errors.Is(err, ErrSlotBusy):
 			delay = backoff(attempt, min(r.cfg.MaxBackoff, standbyMaxDelay))
 			if !r.standingBy {
-				r.logger.Info("slot is in use by another instance; standing by to take over", "retry_in", delay)
+				r.logger.Info("slot is in use by another instance; standing by to take over", "retry_in", delay.String())
 			}
 			r.standingBy = true
 		default:
-			r.logger.Warn("replication interrupted; reconnecting", "error", err, "attempt", attempt, "delay", delay)
+			r.logger.Warn("replication interrupted; reconnecting", "error", err, "attempt", attempt, "delay", delay.String())
 		}
 		select {
 		case <-time.After(delay):
@@ -153,7 +153,7 @@ func (r *runner) stream(ctx context.Context, conn *pgx.Conn, app *applier, start
 		relations: make(map[uint32]*relation),
 	}
 	s.confirmed.Store(uint64(start))
-	r.logger.Info("streaming", "from", start, "status_interval", s.interval)
+	r.logger.Info("streaming", "from", start.String(), "status_interval", s.interval.String())
 	err = s.run(ctx)
 	r.logger.Debug("stream ended", "folded", s.total.Folded, "rejected", s.total.Rejected, "skipped", s.total.Skipped)
 	return true, err

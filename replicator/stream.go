@@ -322,7 +322,7 @@ func (s *streamer) flush(ctx context.Context) error {
 		}
 		s.total.add(stats)
 		s.logger.Debug("applied batch", "events", len(s.pend.recs), "folded", stats.Folded,
-			"rejected", stats.Rejected, "skipped", stats.Skipped, "checkpoint", pglogrepl.LSN(end))
+			"rejected", stats.Rejected, "skipped", stats.Skipped, "checkpoint", pglogrepl.LSN(end).String())
 	}
 	clear(s.pend.recs)
 	s.pend.recs, s.pend.bytes, s.pend.endLSN = s.pend.recs[:0], 0, 0
