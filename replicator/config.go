@@ -64,19 +64,19 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	switch {
 	case c.DatabaseURL == "":
-		return errors.New("DatabaseURL: empty; set DATABASE_URL")
+		return errors.New("database URL is empty: set DATABASE_URL")
 	case !identifier.MatchString(c.Publication):
-		return fmt.Errorf("Publication: %q is not a lowercase identifier (letters, digits, _)", c.Publication)
+		return fmt.Errorf("publication %q is not a lowercase identifier (letters, digits, _)", c.Publication)
 	case !identifier.MatchString(c.Slot):
-		return fmt.Errorf("Slot: %q is not a valid slot name (lowercase letters, digits, _)", c.Slot)
+		return fmt.Errorf("slot %q is not a valid slot name (lowercase letters, digits, _)", c.Slot)
 	case c.BatchSize < 1:
-		return fmt.Errorf("BatchSize: %d, want at least 1", c.BatchSize)
+		return fmt.Errorf("batch size %d: want at least 1", c.BatchSize)
 	case c.BatchBytes < 1:
-		return fmt.Errorf("BatchBytes: %d, want at least 1", c.BatchBytes)
+		return fmt.Errorf("batch bytes %d: want at least 1", c.BatchBytes)
 	case c.BackfillPageSize < 1:
-		return fmt.Errorf("BackfillPageSize: %d, want at least 1", c.BackfillPageSize)
+		return fmt.Errorf("backfill page size %d: want at least 1", c.BackfillPageSize)
 	case c.StatusInterval < 0:
-		return fmt.Errorf("StatusInterval: %s, want a positive duration", c.StatusInterval)
+		return fmt.Errorf("status interval %s: want a positive duration", c.StatusInterval)
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"bad log format", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "--log-format", "xml", "migrate"}, "want auto, text or json"},
 		{"bad log level", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "--log-level", "loud", "migrate"}, "want debug, info, warn or error"},
 		{"stray argument", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "run", "now"}, "takes no arguments"},
-		{"bad slot", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "run", "--slot", "Bad-Slot"}, "Slot"},
+		{"bad slot", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "run", "--slot", "Bad-Slot"}, "slot \"Bad-Slot\""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -95,7 +95,7 @@ func (c Config) Validate() error {
 	case c.InsertTimeout < 0:
 		return fmt.Errorf("InsertTimeout: %s, want a positive duration", c.InsertTimeout)
 	case c.Tolerance < 0:
-		return fmt.Errorf("Tolerance: %s, want a positive duration", c.Tolerance)
+		return fmt.Errorf("signature tolerance (Tolerance) %s: want a positive duration", c.Tolerance)
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("ShutdownTimeout: %s, want a positive duration", c.ShutdownTimeout)
 	}
@@ -111,14 +111,14 @@ func (c Config) verifiers() (map[string]*Verifier, error) {
 	out := make(map[string]*Verifier)
 	for provider, list := range c.Secrets {
 		if !slices.Contains(Providers, provider) {
-			return nil, fmt.Errorf("Secrets: unknown provider %q, want clerk, stack or generic", provider)
+			return nil, fmt.Errorf("unknown provider %q in Secrets: want clerk, stack or generic", provider)
 		}
 		if strings.TrimSpace(list) == "" {
 			continue
 		}
 		keys, err := ParseSecrets(list)
 		if err != nil {
-			return nil, fmt.Errorf("Secrets[%s] (%s): %w", provider, SecretEnv(provider), err)
+			return nil, fmt.Errorf("secrets of %s (%s): %w", provider, SecretEnv(provider), err)
 		}
 		out[provider] = NewVerifier(keys, c.Tolerance, c.Now)
 	}

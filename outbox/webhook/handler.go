@@ -78,7 +78,8 @@ type result struct {
 
 func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	provider := r.PathValue("provider")
+	// Bounded: an unknown provider's name is chosen by whoever sends the request.
+	provider := truncate(r.PathValue("provider"), 32)
 	res := h.receive(w, r, provider)
 	h.counts.add(res.outcome)
 	body := map[string]any{"outcome": res.outcome}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -100,7 +99,7 @@ func configured(h *Handler) []string {
 			out = append(out, p)
 		}
 	}
-	return slices.Clip(out)
+	return out
 }
 
 // checkSchema refuses to start against a database without neon_auth.outbox,

@@ -194,7 +194,7 @@ func TestServe_DatabaseStopped(t *testing.T) {
 func TestServe_GracefulShutdown(t *testing.T) {
 	t.Parallel()
 	url := migratedDatabase(t)
-	s := startServer(t, Config{DatabaseURL: url})
+	s := startServer(t, Config{DatabaseURL: url, InsertTimeout: 30 * time.Second})
 	ctx := context.Background()
 	locker, err := pgx.Connect(ctx, url)
 	if err != nil {
@@ -219,9 +219,16 @@ func TestServe_GracefulShutdown(t *testing.T) {
 		}
 		result <- a
 	}()
+	// Poll from another connection: inside the locker's transaction
+	// pg_stat_activity would be a snapshot frozen at its first read.
+	watcher, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close(ctx)
 	pgtest.WaitFor(t, 10*time.Second, "the insert to wait for the lock", func() (bool, error) {
 		var waiting bool
-		err := locker.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+		err := watcher.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 			WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO neon_auth.outbox%')`).Scan(&waiting)
 		return waiting, err
 	})
@@ -272,7 +279,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"one provider", Config{Secrets: map[string]string{"stack": good}}, ""},
 		{"no secrets", Config{}, "set CLERK_WEBHOOK_SECRET, STACK_WEBHOOK_SECRET or GENERIC_WEBHOOK_SECRET"},
 		{"only blank secrets", Config{Secrets: map[string]string{"clerk": " "}}, "no webhook secret"},
-		{"malformed secret", Config{Secrets: map[string]string{"clerk": good, "generic": good + " whsec_s3cr3t!"}}, "Secrets[generic] (GENERIC_WEBHOOK_SECRET): secret 2 of 2"},
+		{"malformed secret", Config{Secrets: map[string]string{"clerk": good, "generic": good + " whsec_s3cr3t!"}}, "secrets of generic (GENERIC_WEBHOOK_SECRET): secret 2 of 2"},
 		{"unknown provider", Config{Secrets: map[string]string{"auth0": good}}, `unknown provider "auth0"`},
 		{"negative max body", Config{Secrets: map[string]string{"clerk": good}, MaxBody: -1}, "MaxBody"},
 	}
