@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/usersync/usersync/internal/pgtest"
+	"github.com/usersync/usersync/outbox/webhook"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// replicatorBinary builds cmd/replicator once per test run: the end-to-end
+// test drives the real binary, as a user does.
+func replicatorBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "replicator-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "replicator")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// process is a replicator subcommand running as its own process.
+type process struct {
+	cmd  *exec.Cmd
+	logs *bytes.Buffer
+	mu   sync.Mutex
+	done chan error
+}
+
+func startProcess(t *testing.T, env []string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(replicatorBinary(t), args...), logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = &lockedWriter{p: p}, &lockedWriter{p: p}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", strings.Join(args, " "), p.output())
+		}
+	})
+	return p
+}
+
+type lockedWriter struct{ p *process }
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.logs.Write(b)
+}
+
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+// terminate sends SIGTERM and returns the exit code.
+func (p *process) terminate(t *testing.T) int {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%v did not exit within 30s of SIGTERM", p.cmd.Args)
+		return -1
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// deliver posts a signed webhook the way Svix does.
+func deliver(t *testing.T, url string, key []byte, id string, body []byte) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	req.Header.Set("svix-id", id)
+	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
+	req.Header.Set("svix-signature", webhook.Sign(key, id, now, body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("deliver %s: %v", id, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestEndToEnd_IngestThenRun sends signed Clerk and Stack Auth deliveries to
+// the `replicator ingest` binary and checks that `replicator run` folds them
+// into users_sync; both exit 0 on SIGTERM, and neither logs a secret.
+func TestEndToEnd_IngestThenRun(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	key := []byte("end-to-end-test-signing-key!")
+	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
+	env := []string{"DATABASE_URL=" + url, "CLERK_WEBHOOK_SECRET=" + secret, "STACK_WEBHOOK_SECRET=" + secret}
+	migrate := exec.Command(replicatorBinary(t), "migrate")
+	migrate.Env = append(os.Environ(), env...)
+	if out, err := migrate.CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	ingest := startProcess(t, env, "--log-format", "json", "ingest", "--listen", addr)
+	runner := startProcess(t, env, "--log-format", "json", "run", "--slot", "e2e_slot")
+	pgtest.WaitFor(t, 20*time.Second, "the receiver to answer /healthz", func() (bool, error) {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	samples := []struct{ path, file, id string }{
+		{"clerk", "clerk_user.created.json", "msg_e2e_clerk_1"},
+		{"clerk", "clerk_user.updated.json", "msg_e2e_clerk_2"},
+		{"stack", "stackauth_user.created.json", "msg_e2e_stack_1"},
+	}
+	for _, s := range samples {
+		body, err := demoData.ReadFile("demodata/" + s.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := deliver(t, "http://"+addr+"/webhooks/"+s.path, key, s.id, body); code != http.StatusOK {
+			t.Fatalf("delivery %s answered %d, want 200", s.id, code)
+		}
+	}
+	// A redelivery is acknowledged and stored once.
+	body, _ := demoData.ReadFile("demodata/clerk_user.created.json")
+	if code := deliver(t, "http://"+addr+"/webhooks/clerk", key, "msg_e2e_clerk_1", body); code != http.StatusOK {
+		t.Fatalf("redelivery answered %d, want 200", code)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	want := map[string]string{
+		"user_29w83sxmDNGwOuEthce5gg56FcC":     "Example Renamed|example.renamed@example.org",
+		"3da0df92-6f63-4ee2-b33d-3aa56e90d31d": "Jordan Rivera|jordan@company.co",
+	}
+	pgtest.WaitFor(t, 30*time.Second, "both users in neon_auth.users_sync", func() (bool, error) {
+		got := map[string]string{}
+		rows, err := conn.Query(ctx, "SELECT id, coalesce(name, '') || '|' || coalesce(email, '') FROM neon_auth.users_sync")
+		if err != nil {
+			return false, err
+		}
+		for rows.Next() {
+			var id, v string
+			if err := rows.Scan(&id, &v); err != nil {
+				return false, err
+			}
+			got[id] = v
+		}
+		return fmt.Sprint(got) == fmt.Sprint(want), rows.Err()
+	})
+	var outboxRows, historyRows int
+	if err := conn.QueryRow(ctx, "SELECT (SELECT count(*) FROM neon_auth.outbox), (SELECT count(*) FROM neon_auth.users_sync_history)").
+		Scan(&outboxRows, &historyRows); err != nil {
+		t.Fatal(err)
+	}
+	if outboxRows != 3 || historyRows != 3 {
+		t.Errorf("outbox %d rows, history %d rows; want 3 and 3 (the redelivery stored once)", outboxRows, historyRows)
+	}
+	if code := runner.terminate(t); code != 0 {
+		t.Errorf("replicator run exited %d on SIGTERM, want 0", code)
+	}
+	if code := ingest.terminate(t); code != 0 {
+		t.Errorf("replicator ingest exited %d on SIGTERM, want 0", code)
+	}
+	password := strings.SplitN(strings.SplitN(strings.TrimPrefix(url, "postgres://"), "@", 2)[0], ":", 2)[1]
+	for name, p := range map[string]*process{"ingest": ingest, "run": runner} {
+		logs := p.output()
+		for _, s := range []string{password, secret, base64.StdEncoding.EncodeToString(key)} {
+			if strings.Contains(logs, s) {
+				t.Errorf("%s logs contain a secret (%q):\n%s", name, s, logs)
+			}
+		}
+	}
+}
