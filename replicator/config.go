@@ -30,6 +30,10 @@ type Config struct {
 	StatusInterval time.Duration
 	// MaxBackoff caps the delay between reconnect attempts (default 30s).
 	MaxBackoff time.Duration
+
+	// skipStartupCatchUp lets benchmarks measure the stream alone on a backlog
+	// the slot holds; the catch-up still runs when the slot is created.
+	skipStartupCatchUp bool
 }
 
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)

@@ -27,7 +27,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return configErrorf("config: %v", err)
 	}
-	r := &runner{cfg: cfg.withDefaults(), needCatchUp: true}
+	r := &runner{cfg: cfg.withDefaults(), needCatchUp: !cfg.skipStartupCatchUp}
 	r.logger = r.cfg.Logger.With("component", "replicator", "slot", r.cfg.Slot)
 	return r.loop(ctx)
 }
