@@ -170,6 +170,12 @@ func TestRun_RestartsFromCheckpointWithoutDuplicates(t *testing.T) {
 	// Committed while stopped: folded by the start-up catch-up; then one
 	// streamed after the restart, which must resume at the checkpoint.
 	db.insert(event{provider: "generic", typ: "user.updated", payload: genericUser("u1", "Two"), occurredAt: at(2)})
+	// The server ends the old walsender a moment after the client left.
+	pgtest.WaitFor(t, 20*time.Second, "the old walsender to release the slot", func() (bool, error) {
+		var active bool
+		err := db.conn.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1", db.slot).Scan(&active)
+		return !active, err
+	})
 	r2 := db.start(Config{})
 	waitStreaming(t, db)
 	db.insert(event{provider: "generic", typ: "user.updated", payload: genericUser("u1", "Three"), occurredAt: at(3)})
