@@ -69,9 +69,14 @@ CREATE TABLE neon_auth.users_sync_state (
 -- Replication checkpoint, one row per slot. lsn is the end of the last source
 -- transaction whose fold committed; generation fences a paused old instance:
 -- every apply is a compare-and-set on the generation its owner took.
+-- catchup_epoch is bumped (and committed) before the slot is (re)created, and
+-- caught_up_epoch records the epoch the last complete catch-up saw, so a
+-- catch-up that a crash or a takeover interrupted is still owed.
 CREATE TABLE neon_auth.replicator_checkpoint (
-    slot_name  text PRIMARY KEY,
-    lsn        pg_lsn      NOT NULL DEFAULT '0/0',
-    generation bigint      NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    slot_name       text PRIMARY KEY,
+    lsn             pg_lsn      NOT NULL DEFAULT '0/0',
+    generation      bigint      NOT NULL DEFAULT 0,
+    catchup_epoch   bigint      NOT NULL DEFAULT 0,
+    caught_up_epoch bigint      NOT NULL DEFAULT 0,
+    updated_at      timestamptz NOT NULL DEFAULT now()
 );

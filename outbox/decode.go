@@ -164,6 +164,11 @@ func (d *decoder) checkEnvelopeType() error {
 	return d.reject(`payload "type" is %s but the outbox event_type is %q: the webhook body and the row disagree`, quote(s), d.rec.EventType)
 }
 
+// MaxUserIDBytes bounds a user id: users_sync's primary key index cannot
+// hold arbitrarily long keys, and a row the database refuses must become a
+// reject here rather than a failed apply.
+const MaxUserIDBytes = 1024
+
 // userID reads the user's id, which every event must carry to be folded.
 func (d *decoder) userID() (string, error) {
 	v, ok := d.user.m["id"]
@@ -177,6 +182,9 @@ func (d *decoder) userID() (string, error) {
 	}
 	if strings.IndexByte(s, 0) >= 0 {
 		return "", d.hasNUL(d.user, "id")
+	}
+	if len(s) > MaxUserIDBytes {
+		return "", d.reject(`"id" %s is %d bytes long; user ids longer than %d bytes are not accepted (no provider issues them)`, d.user.loc, len(s), MaxUserIDBytes)
 	}
 	return s, nil
 }

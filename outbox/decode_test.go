@@ -363,6 +363,8 @@ func TestDecode_Rejects(t *testing.T) {
 		{"empty id", ProviderStack, TypeCreated, `{"data":{"id":""}}`, []string{`"id" in "data" is ""`}},
 		{"null id", ProviderStack, TypeDeleted, `{"id":null}`, []string{`"id" at the top level is null`}},
 		{"id with NUL", ProviderGeneric, TypeCreated, `{"id":"a\u0000b"}`, []string{`"id"`, `\u0000`}},
+		{"id too long", ProviderGeneric, TypeCreated, `{"id":"` + strings.Repeat("x", MaxUserIDBytes+1) + `"}`,
+			[]string{`"id" at the top level is 1025 bytes long`, "1024"}},
 		{"clerk updated_at not a number", ProviderClerk, TypeUpdated, `{"data":{"id":"u","updated_at":"abc"}}`,
 			[]string{`clerk user.updated "updated_at" in "data" is "abc", want a millisecond epoch number`}},
 		{"clerk created_at a string of digits", ProviderClerk, TypeCreated, `{"id":"u","created_at":"1654012591514"}`,

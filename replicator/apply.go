@@ -151,6 +151,11 @@ func (a *applier) applyOnce(ctx context.Context, in *foldInput, endLSN uint64) (
 	return stats, nil
 }
 
+// foldLockID is the transaction-scoped advisory lock every apply takes, so
+// that replicators of different slots on one database (a rename, a
+// misconfiguration) cannot interleave their read-fold-write of a user.
+const foldLockID = 0x7573796e63666f6c // "usyncfol"
+
 const (
 	checkpointCAS = `UPDATE neon_auth.replicator_checkpoint
 		SET lsn = GREATEST(lsn, $3::pg_lsn), updated_at = now()
@@ -174,6 +179,8 @@ const (
 func (a *applier) lockAndLoad(ctx context.Context, in *foldInput, endLSN uint64) (map[int64]bool, map[string]*outbox.State, error) {
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
+	// Fold state is shared by every slot's replicator: take turns.
+	b.Queue("SELECT pg_advisory_xact_lock($1)", int64(foldLockID))
 	b.Queue(checkpointCAS, a.slot, a.generation, pglogrepl.LSN(endLSN).String())
 	b.Queue(accountedSQL, in.ids)
 	b.Queue(loadStatesSQL, in.userIDs)
@@ -181,6 +188,9 @@ func (a *applier) lockAndLoad(ctx context.Context, in *foldInput, endLSN uint64)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
 		return nil, nil, fmt.Errorf("begin apply: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, nil, fmt.Errorf("take fold lock: %w", err)
 	}
 	tag, err := br.Exec()
 	if err != nil {
@@ -275,14 +285,20 @@ func foldBatch(in *foldInput, accounted map[int64]bool, states map[string]*outbo
 	return history, changed, stats
 }
 
-// isDataError reports whether the database refused the data itself (SQLSTATE
-// classes 22 and 23), which retrying the same batch cannot cure.
+// isDataError reports whether the database refused the data itself, which
+// retrying the same batch cannot cure: SQLSTATE classes 22 (data exception),
+// 23 (integrity constraint) and 54 (program limit, e.g. a key too large for
+// its index).
 func isDataError(err error) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
 		return false
 	}
-	return pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23"
+	switch pgErr.Code[:2] {
+	case "22", "23", "54":
+		return true
+	}
+	return false
 }
 
 func pgMessage(err error) string {

@@ -22,56 +22,60 @@ const catchUpSQL = `SELECT o.id::text, o.provider, o.event_type, o.payload::text
 		AND NOT EXISTS (SELECT 1 FROM neon_auth.outbox_rejects r WHERE r.outbox_id = o.id)
 	ORDER BY o.id`
 
-// catchUp folds every outbox row not yet accounted for, in keyset pages,
-// before streaming starts: the initial backfill of rows committed before the
-// slot existed, and the recovery after a slot was dropped or invalidated.
-func (r *runner) catchUp(ctx context.Context, conn *pgx.Conn, app *applier, slotRecreated bool) error {
+// catchUp folds every outbox row not yet accounted for, range by range: the
+// initial backfill of rows committed before the slot existed, and the
+// recovery after a slot was dropped or invalidated. It reads on a connection
+// of its own, so each row is read once and applied in batches as it arrives,
+// with memory bounded by the batch caps whatever the payload sizes.
+func (r *runner) catchUp(ctx context.Context, app *applier, slotRecreated bool) error {
 	started := time.Now()
-	typeMap := pgtype.NewMap()
-	var total applyStats
+	reader, err := connectApply(ctx, r.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = reader.Close(context.WithoutCancel(ctx)) }()
 	// Rows committed after this read are in the slot, which exists by now.
 	var after, last int64
-	if err := conn.QueryRow(ctx, "SELECT COALESCE(min(id) - 1, 0), COALESCE(max(id), 0) FROM neon_auth.outbox").Scan(&after, &last); err != nil {
+	if err := reader.QueryRow(ctx, "SELECT COALESCE(min(id) - 1, 0), COALESCE(max(id), 0) FROM neon_auth.outbox").Scan(&after, &last); err != nil {
 		return fmt.Errorf("read outbox bounds: %w", err)
 	}
+	b := &catchUpBatch{app: app, typeMap: pgtype.NewMap(), maxCount: r.cfg.BatchSize, maxBytes: r.cfg.BatchBytes}
 	for after < last {
 		upper := min(after+int64(r.cfg.BackfillPageSize), last)
-		recs, next, err := r.readPage(ctx, conn, typeMap, after, upper)
-		if err != nil {
+		if err := b.foldRange(ctx, reader, after, upper); err != nil {
 			return err
 		}
-		if len(recs) > 0 {
-			stats, err := app.apply(ctx, recs, 0)
-			if err != nil {
-				return fmt.Errorf("catch-up apply: %w", err)
-			}
-			total.add(stats)
-		}
-		after = next
+		after = upper
 	}
-	took := time.Since(started).Round(time.Millisecond)
-	switch {
-	case slotRecreated && total.Folded+total.Rejected > 0:
-		r.logger.Warn("folded outbox rows the lost slot did not carry", "folded", total.Folded, "rejected", total.Rejected, "took", took.String())
-	default:
-		r.logger.Info("caught up with the outbox", "folded", total.Folded, "rejected", total.Rejected, "took", took.String())
+	if err := b.flush(ctx); err != nil {
+		return err
+	}
+	took := time.Since(started).Round(time.Millisecond).String()
+	if slotRecreated && b.total.Folded+b.total.Rejected > 0 {
+		r.logger.Warn("folded outbox rows the lost slot did not carry", "folded", b.total.Folded, "rejected", b.total.Rejected, "took", took)
+	} else {
+		r.logger.Info("caught up with the outbox", "folded", b.total.Folded, "rejected", b.total.Rejected, "took", took)
 	}
 	return nil
 }
 
-// readPage reads the unaccounted rows with ids in (after, upper], stopping
-// early when their payloads exceed the batch byte cap. It returns the id the
-// next page starts after.
-func (r *runner) readPage(ctx context.Context, conn *pgx.Conn, typeMap *pgtype.Map, after, upper int64) ([]sourceRecord, int64, error) {
-	rows, err := conn.Query(ctx, catchUpSQL, after, upper)
+// catchUpBatch accumulates catch-up rows and applies them when full.
+type catchUpBatch struct {
+	app                *applier
+	typeMap            *pgtype.Map
+	maxCount, maxBytes int
+	recs               []sourceRecord
+	bytes              int
+	total              applyStats
+}
+
+// foldRange reads the unaccounted rows with ids in (after, upper].
+func (b *catchUpBatch) foldRange(ctx context.Context, reader *pgx.Conn, after, upper int64) error {
+	rows, err := reader.Query(ctx, catchUpSQL, after, upper)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read outbox page: %w", err)
+		return fmt.Errorf("read outbox page: %w", err)
 	}
 	defer rows.Close()
-	var (
-		recs  []sourceRecord
-		bytes int
-	)
 	for rows.Next() {
 		var row textRow
 		for i, v := range rows.RawValues() {
@@ -79,17 +83,34 @@ func (r *runner) readPage(ctx context.Context, conn *pgx.Conn, typeMap *pgtype.M
 				row[i] = append([]byte{}, v...)
 			}
 		}
-		rec, err := parseRecord(&row, typeMap)
+		rec, err := parseRecord(&row, b.typeMap)
 		if err != nil {
-			return nil, 0, err
+			return err
 		}
-		recs = append(recs, sourceRecord{Record: rec})
-		if bytes += recs[len(recs)-1].size(); bytes >= r.cfg.BatchBytes {
-			return recs, rec.ID, nil // rows.Close discards the rest of the page
+		b.recs = append(b.recs, sourceRecord{Record: rec})
+		b.bytes += b.recs[len(b.recs)-1].size()
+		if len(b.recs) >= b.maxCount || b.bytes >= b.maxBytes {
+			if err := b.flush(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("read outbox page: %w", err)
+		return fmt.Errorf("read outbox page: %w", err)
 	}
-	return recs, upper, nil
+	return nil
+}
+
+func (b *catchUpBatch) flush(ctx context.Context) error {
+	if len(b.recs) == 0 {
+		return nil
+	}
+	stats, err := b.app.apply(ctx, b.recs, 0)
+	if err != nil {
+		return fmt.Errorf("catch-up apply: %w", err)
+	}
+	b.total.add(stats)
+	clear(b.recs)
+	b.recs, b.bytes = b.recs[:0], 0
+	return nil
 }

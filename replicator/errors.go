@@ -59,7 +59,7 @@ func Explain(err error) error {
 	case "3D000":
 		return configErrorf("database does not exist: %s; check the database name in DATABASE_URL", pgErr.Message)
 	case "42501":
-		if strings.Contains(pgErr.Message, "replication") {
+		if strings.Contains(pgErr.Message+" "+pgErr.Detail, "replication") || strings.Contains(pgErr.Message, "WAL sender") {
 			return configErrorf("the database role lacks the REPLICATION attribute: run ALTER ROLE ... WITH REPLICATION as a superuser, or on Neon use a role created in the console (member of neon_superuser)")
 		}
 		return configErrorf("permission denied: %s; grant the role the privilege or use the table owner", pgErr.Message)

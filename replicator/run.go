@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -42,7 +41,7 @@ type runner struct {
 func (r *runner) loop(ctx context.Context) error {
 	attempt := 0
 	for {
-		streamed, err := r.session(ctx)
+		progress, err := r.session(ctx)
 		if ctx.Err() != nil {
 			r.logger.Info("stopped")
 			return nil
@@ -50,7 +49,7 @@ func (r *runner) loop(ctx context.Context) error {
 		if permanent(err) {
 			return err
 		}
-		if streamed {
+		if progress {
 			attempt = 0
 		}
 		attempt++
@@ -84,9 +83,10 @@ func backoff(attempt int, maxDelay time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// session connects, checks, catches up if needed and streams until an error.
-// streamed reports whether replication started, to reset the backoff.
-func (r *runner) session(ctx context.Context) (streamed bool, err error) {
+// session connects, checks, takes the slot, catches up if owed and streams
+// until an error. progress reports whether it got anywhere, to reset the
+// backoff: a session that fails the same way at once is retried ever slower.
+func (r *runner) session(ctx context.Context) (progress bool, err error) {
 	conn, err := connectApply(ctx, r.cfg.DatabaseURL)
 	if err != nil {
 		return false, err
@@ -103,46 +103,32 @@ func (r *runner) session(ctx context.Context) (streamed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if r.standingBy {
-		r.logger.Info("slot is free; taking over")
-		r.standingBy = false
-	}
-	gen, checkpoint, fresh, err := takeOwnership(ctx, conn, r.cfg.Slot, slot.ConfirmedFlush)
+	resumeAt, err := readCheckpointLSN(ctx, conn, r.cfg.Slot)
 	if err != nil {
 		return false, err
 	}
-	switch {
-	case created && fresh:
-		r.logger.Info("created replication slot", "publication", r.cfg.Publication)
-	case created:
-		r.logger.Warn("replication slot was missing (Neon drops slots idle ~40h and on branch restore); recreated it and folding what it missed from the outbox")
-	}
-	app := &applier{conn: conn, slot: r.cfg.Slot, generation: gen}
-	if r.needCatchUp || created {
-		if err := r.catchUp(ctx, conn, app, created && !fresh); err != nil {
-			return false, err
-		}
-		r.needCatchUp = false
-	}
-	return r.stream(ctx, conn, app, max(checkpoint, slot.ConfirmedFlush), senderTimeout)
-}
-
-func (r *runner) stream(ctx context.Context, conn *pgx.Conn, app *applier, start pglogrepl.LSN, senderTimeout time.Duration) (bool, error) {
-	repl, err := connectReplication(ctx, r.cfg.DatabaseURL)
+	start := max(resumeAt, slot.ConfirmedFlush)
+	repl, err := r.startReplication(ctx, start)
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = repl.Close(context.WithoutCancel(ctx)) }()
-	err = pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, start, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", r.cfg.Publication)},
-	})
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use: another walsender has the slot
-		return false, ErrSlotBusy
+	// From here on this instance holds the slot: only now may it fence others.
+	if r.standingBy {
+		r.logger.Info("slot is free; taking over")
+		r.standingBy = false
 	}
+	ck, err := takeOwnership(ctx, conn, r.cfg.Slot)
 	if err != nil {
-		return false, fmt.Errorf("start replication: %w", Explain(err))
+		return false, err
 	}
+	switch {
+	case created && ck.Fresh:
+		r.logger.Info("created replication slot", "publication", r.cfg.Publication)
+	case created:
+		r.logger.Warn("replication slot was missing (Neon drops slots idle ~40h and on branch restore); recreated it and folding what it missed from the outbox")
+	}
+	app := &applier{conn: conn, slot: r.cfg.Slot, generation: ck.Generation}
 	s := &streamer{
 		cfg:       r.cfg,
 		logger:    r.logger,
@@ -153,10 +139,51 @@ func (r *runner) stream(ctx context.Context, conn *pgx.Conn, app *applier, start
 		relations: make(map[uint32]*relation),
 	}
 	s.confirmed.Store(uint64(start))
-	r.logger.Info("streaming", "from", start.String(), "status_interval", s.interval.String())
-	err = s.run(ctx)
+	catchUp := func(ctx context.Context) error {
+		if !r.needCatchUp && !created && !ck.owesCatchUp() {
+			return nil
+		}
+		if err := r.catchUp(ctx, app, !ck.Fresh && (created || ck.owesCatchUp())); err != nil {
+			return err
+		}
+		if err := markCaughtUp(ctx, conn, r.cfg.Slot, ck.Generation, ck.CatchUpEpoch); err != nil {
+			return err
+		}
+		r.needCatchUp = false
+		return nil
+	}
+	began := time.Now()
+	err = s.run(ctx, func(ctx context.Context) error {
+		if err := catchUp(ctx); err != nil {
+			return err
+		}
+		r.logger.Info("streaming", "from", start.String(), "status_interval", s.interval.String())
+		return nil
+	})
 	r.logger.Debug("stream ended", "folded", s.total.Folded, "rejected", s.total.Rejected, "skipped", s.total.Skipped)
-	return true, err
+	progress = s.total.Folded+s.total.Rejected > 0 || s.confirmed.Load() > uint64(start) || time.Since(began) > time.Minute
+	return progress, err
+}
+
+// startReplication opens the replication connection and starts streaming
+// from start; the slot is then ours until the connection closes.
+func (r *runner) startReplication(ctx context.Context, start pglogrepl.LSN) (*pgconn.PgConn, error) {
+	repl, err := connectReplication(ctx, r.cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	err = pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, start, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", r.cfg.Publication)},
+	})
+	if err == nil {
+		return repl, nil
+	}
+	_ = repl.Close(context.WithoutCancel(ctx))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use: another walsender has the slot
+		return nil, ErrSlotBusy
+	}
+	return nil, fmt.Errorf("start replication: %w", Explain(err))
 }
 
 // statusInterval is the configured interval, else the smaller of 10s and a

@@ -38,8 +38,8 @@ func TestRun_BackfillsRowsCommittedBeforeTheSlot(t *testing.T) {
 func TestRun_StreamsNewRows(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
-	db.start(Config{})
-	waitStreaming(t, db)
+	r := db.start(Config{})
+	waitStreaming(t, r)
 	ids := db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "Ada"), occurredAt: at(1)})
 	db.waitCaughtUp(20 * time.Second)
 	var lsn *string
@@ -62,8 +62,8 @@ func TestRun_StreamsNewRows(t *testing.T) {
 func TestRun_OutOfOrderAndDuplicateEvents(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
-	db.start(Config{})
-	waitStreaming(t, db)
+	r := db.start(Config{})
+	waitStreaming(t, r)
 	// Newest first, then the older ones, each in its own transaction; a
 	// redelivery of the same provider event id is a no-op insert.
 	db.insert(event{provider: "generic", typ: "user.updated", payload: genericUser("u1", "Third"), occurredAt: at(3), eventID: ptr("e3")})
@@ -98,8 +98,8 @@ func historyOps(t *testing.T, conn *pgx.Conn) string {
 func TestRun_RejectsDoNotBlockTheStream(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
-	db.start(Config{})
-	waitStreaming(t, db)
+	r := db.start(Config{})
+	waitStreaming(t, r)
 	ids := db.insert(
 		event{provider: "generic", typ: "user.created", payload: `{"name": "no id"}`},
 		event{provider: "auth0", typ: "user.created", payload: genericUser("u9", "x")},
@@ -137,8 +137,8 @@ func TestRun_RejectsDoNotBlockTheStream(t *testing.T) {
 func TestRun_LargePayload(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
-	db.start(Config{})
-	waitStreaming(t, db)
+	r := db.start(Config{})
+	waitStreaming(t, r)
 	big := strings.Repeat("x", 400<<10)
 	payload, _ := json.Marshal(map[string]any{"id": "big", "name": "Big", "bio": big})
 	db.insert(event{provider: "generic", typ: "user.created", payload: string(payload)})
@@ -154,7 +154,7 @@ func TestRun_RestartsFromCheckpointWithoutDuplicates(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
 	r := db.start(Config{})
-	waitStreaming(t, db)
+	waitStreaming(t, r)
 	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "One"), occurredAt: at(1)})
 	db.waitCaughtUp(20 * time.Second)
 	if err := r.stop(); err != nil {
@@ -177,7 +177,7 @@ func TestRun_RestartsFromCheckpointWithoutDuplicates(t *testing.T) {
 		return !active, err
 	})
 	r2 := db.start(Config{})
-	waitStreaming(t, db)
+	waitStreaming(t, r2)
 	db.insert(event{provider: "generic", typ: "user.updated", payload: genericUser("u1", "Three"), occurredAt: at(3)})
 	db.waitCaughtUp(20 * time.Second)
 	if err := r2.stop(); err != nil {
@@ -202,7 +202,7 @@ func TestRun_LargeTransactionInBoundedChunks(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
 	r := db.start(Config{BatchSize: 100})
-	waitStreaming(t, db)
+	waitStreaming(t, r)
 	_, err := db.conn.Exec(context.Background(), `INSERT INTO neon_auth.outbox (provider, event_type, payload)
 		SELECT 'generic', 'user.created', jsonb_build_object('id', 'u' || i, 'name', 'n' || i) FROM generate_series(1, 5000) i`)
 	if err != nil {
@@ -246,7 +246,7 @@ func TestApplier_StaleGenerationIsFenced(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
 	ctx := context.Background()
-	genA, _, _, err := takeOwnership(ctx, db.conn, "users_sync", 0)
+	ownerA, err := takeOwnership(ctx, db.conn, "users_sync")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,11 +255,11 @@ func TestApplier_StaleGenerationIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close(ctx)
-	if _, _, _, err := takeOwnership(ctx, other, "users_sync", 0); err != nil {
+	if _, err := takeOwnership(ctx, other, "users_sync"); err != nil {
 		t.Fatal(err)
 	}
 	ids := db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "Stale")})
-	old := &applier{conn: db.conn, slot: "users_sync", generation: genA}
+	old := &applier{conn: db.conn, slot: "users_sync", generation: ownerA.Generation}
 	recs := []sourceRecord{{Record: readRecord(t, db.conn, ids[0])}}
 	if _, err := old.apply(ctx, recs, 0); !errors.Is(err, ErrFenced) {
 		t.Fatalf("apply with a superseded generation = %v, want ErrFenced", err)
@@ -273,7 +273,7 @@ func TestApplier_ReplayIsSkipped(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
 	ctx := context.Background()
-	gen, _, _, err := takeOwnership(ctx, db.conn, "users_sync", 0)
+	owner, err := takeOwnership(ctx, db.conn, "users_sync")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestApplier_ReplayIsSkipped(t *testing.T) {
 		event{provider: "generic", typ: "user.created", payload: genericUser("u1", "A")},
 		event{provider: "generic", typ: "user.created", payload: `{}`},
 	)
-	app := &applier{conn: db.conn, slot: "users_sync", generation: gen}
+	app := &applier{conn: db.conn, slot: "users_sync", generation: owner.Generation}
 	recs := []sourceRecord{{Record: readRecord(t, db.conn, ids[0])}, {Record: readRecord(t, db.conn, ids[1])}}
 	first, err := app.apply(ctx, recs, 0)
 	if err != nil || first.Folded != 1 || first.Rejected != 1 {
@@ -318,14 +318,12 @@ func readRecord(t *testing.T, conn *pgx.Conn, id int64) (rec outbox.Record) {
 	return rec
 }
 
-// waitStreaming waits until the replicator's walsender holds the slot.
-func waitStreaming(t *testing.T, db *testDB) {
+// waitStreaming waits until the replicator has caught up and streams, so
+// that what a test inserts next travels through the WAL.
+func waitStreaming(t *testing.T, r *running) {
 	t.Helper()
 	pgtest.WaitFor(t, 20*time.Second, "replicator streaming", func() (bool, error) {
-		var ok bool
-		err := db.conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_replication_slots s
-			JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)`, db.slot).Scan(&ok)
-		return ok, err
+		return strings.Contains(r.logs.String(), "msg=streaming"), nil
 	})
 }
 
@@ -335,5 +333,73 @@ func TestParsePgoutput_TruncatedDataIsAnError(t *testing.T) {
 		if _, err := parsePgoutput(data); err == nil {
 			t.Errorf("parsePgoutput(%q) = nil error, want an error", data)
 		}
+	}
+}
+
+func TestRun_RowTheDatabaseRefusesBecomesAReject(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	// A trigger stands in for any refusal of the folded row (a too-large key,
+	// a constraint added by the user): only that event may be lost to it.
+	if _, err := db.conn.Exec(context.Background(), `
+		CREATE FUNCTION neon_auth.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.name = 'poison' THEN RAISE EXCEPTION 'poisoned name' USING ERRCODE = '22023'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON neon_auth.users_sync
+			FOR EACH ROW EXECUTE FUNCTION neon_auth.refuse_poison();`); err != nil {
+		t.Fatal(err)
+	}
+	r := db.start(Config{})
+	waitStreaming(t, r)
+	ids := db.insert(
+		event{provider: "generic", typ: "user.created", payload: genericUser("u1", "Before")},
+		event{provider: "generic", typ: "user.created", payload: genericUser("u2", "poison")},
+		event{provider: "generic", typ: "user.created", payload: genericUser("u3", "After")},
+	)
+	db.waitCaughtUp(20 * time.Second)
+	var reason string
+	if err := db.conn.QueryRow(context.Background(), "SELECT error FROM neon_auth.outbox_rejects WHERE outbox_id = $1", ids[1]).Scan(&reason); err != nil {
+		t.Fatalf("the refused event has no reject row: %v", err)
+	}
+	if !strings.Contains(reason, "poisoned name") {
+		t.Errorf("reject reason %q does not carry the database's message", reason)
+	}
+	var folded int
+	if err := db.conn.QueryRow(context.Background(), "SELECT count(*) FROM neon_auth.users_sync WHERE id IN ('u1', 'u3')").Scan(&folded); err != nil || folded != 2 {
+		t.Errorf("users around the refused one: %d folded (%v), want 2", folded, err)
+	}
+}
+
+func TestRun_CatchUpOwedAfterAnInterruptedOneIsDone(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	r := db.start(Config{})
+	waitStreaming(t, r)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 20*time.Second, "the old walsender to release the slot", func() (bool, error) {
+		var active bool
+		err := db.conn.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1", db.slot).Scan(&active)
+		return !active, err
+	})
+	// A slot re-created after this row committed, whose catch-up never
+	// completed: the slot does not carry the row, the checkpoint records the debt.
+	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "Owed")})
+	ctx := context.Background()
+	if _, err := db.conn.Exec(ctx, "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", db.slot); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.conn.Exec(ctx, "UPDATE neon_auth.replicator_checkpoint SET catchup_epoch = caught_up_epoch + 1 WHERE slot_name = $1", db.slot); err != nil {
+		t.Fatal(err)
+	}
+	// Even without the start-up catch-up, the recorded debt is paid.
+	db.start(Config{skipStartupCatchUp: true})
+	db.waitCaughtUp(20 * time.Second)
+	var owed bool
+	if err := db.conn.QueryRow(context.Background(), "SELECT caught_up_epoch < catchup_epoch FROM neon_auth.replicator_checkpoint WHERE slot_name = $1", db.slot).Scan(&owed); err != nil || owed {
+		t.Errorf("catch-up still owed after it ran: %v (%v)", owed, err)
 	}
 }

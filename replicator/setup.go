@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -21,6 +22,13 @@ var sessionParams = map[string]string{
 	"application_name": "usersync-replicator",
 }
 
+// applyParams bound how long an apply transaction can sit idle holding the
+// checkpoint row: an instance paused mid-apply must not block the standby
+// that takes over from it.
+var applyParams = map[string]string{
+	"idle_in_transaction_session_timeout": "60000",
+}
+
 // connectApply opens the ordinary connection that applies batches.
 func connectApply(ctx context.Context, url string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(url)
@@ -28,6 +36,9 @@ func connectApply(ctx context.Context, url string) (*pgx.Conn, error) {
 		return nil, configErrorf("DATABASE_URL: %v", err)
 	}
 	for k, v := range sessionParams {
+		cfg.RuntimeParams[k] = v
+	}
+	for k, v := range applyParams {
 		cfg.RuntimeParams[k] = v
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
@@ -42,6 +53,9 @@ func connectReplication(ctx context.Context, url string) (*pgconn.PgConn, error)
 	cfg, err := pgconn.ParseConfig(url)
 	if err != nil {
 		return nil, configErrorf("DATABASE_URL: %v", err)
+	}
+	if strings.Contains(cfg.Host, "-pooler.") {
+		return nil, configErrorf("DATABASE_URL points at Neon's pooler (%s), which cannot carry replication: use the direct host, without -pooler", cfg.Host)
 	}
 	for k, v := range sessionParams {
 		cfg.RuntimeParams[k] = v
@@ -93,7 +107,7 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, logger 
 		return fmt.Errorf("look up publication: %w", err)
 	}
 	if exists {
-		return nil
+		return checkPublication(ctx, conn, name)
 	}
 	_, err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE neon_auth.outbox WITH (publish = 'insert')", pgx.Identifier{name}.Sanitize()))
 	var pgErr *pgconn.PgError
@@ -104,6 +118,23 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, logger 
 		return fmt.Errorf("create publication %s: %w", name, Explain(err))
 	}
 	logger.Info("created publication", "publication", name)
+	return nil
+}
+
+// checkPublication refuses a same-named publication that would stream
+// nothing: one without neon_auth.outbox (dropping and recreating the table
+// removes it) or without inserts.
+func checkPublication(ctx context.Context, conn *pgx.Conn, name string) error {
+	var hasOutbox, inserts bool
+	err := conn.QueryRow(ctx, `SELECT
+			EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = 'neon_auth' AND tablename = 'outbox'),
+			(SELECT pubinsert FROM pg_publication WHERE pubname = $1)`, name).Scan(&hasOutbox, &inserts)
+	if err != nil {
+		return fmt.Errorf("check publication %s: %w", name, err)
+	}
+	if !hasOutbox || !inserts {
+		return configErrorf("publication %q exists but does not publish inserts into neon_auth.outbox: run DROP PUBLICATION %s; and start again (it is recreated), or choose another name with --publication", name, pgx.Identifier{name}.Sanitize())
+	}
 	return nil
 }
 
@@ -167,6 +198,9 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, logger *slog.L
 	case info.Exists:
 		return info, false, nil
 	}
+	if err := owePendingCatchUp(ctx, conn, slot); err != nil {
+		return info, false, err
+	}
 	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42710" {
@@ -178,20 +212,73 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, logger *slog.L
 	return info, true, err
 }
 
-// takeOwnership starts a new generation for the slot's checkpoint row: from
-// now on, applies of any older instance fail their compare-and-set. It
-// returns the generation and the checkpoint LSN to resume from.
-func takeOwnership(ctx context.Context, conn *pgx.Conn, slot string, initial pglogrepl.LSN) (int64, pglogrepl.LSN, bool, error) {
-	var gen int64
+// checkpoint is the slot's row of neon_auth.replicator_checkpoint.
+type checkpoint struct {
+	LSN           pglogrepl.LSN
+	Generation    int64
+	CatchUpEpoch  int64
+	CaughtUpEpoch int64
+	Fresh         bool // this is the first instance ever to own the slot
+}
+
+// owesCatchUp reports whether a slot (re)creation has not yet been followed
+// by a complete catch-up.
+func (c checkpoint) owesCatchUp() bool { return c.CaughtUpEpoch < c.CatchUpEpoch }
+
+// readCheckpointLSN returns the slot's checkpoint LSN, 0/0 when it has none.
+func readCheckpointLSN(ctx context.Context, conn *pgx.Conn, slot string) (pglogrepl.LSN, error) {
 	var lsnText string
-	var fresh bool
-	err := conn.QueryRow(ctx, `INSERT INTO neon_auth.replicator_checkpoint AS c (slot_name, lsn, generation)
-		VALUES ($1, $2::pg_lsn, 1)
-		ON CONFLICT (slot_name) DO UPDATE SET generation = c.generation + 1, updated_at = now()
-		RETURNING generation, lsn::text, generation = 1`, slot, initial.String()).Scan(&gen, &lsnText, &fresh)
-	if err != nil {
-		return 0, 0, false, fmt.Errorf("take checkpoint of slot %s: %w", slot, err)
+	err := conn.QueryRow(ctx, "SELECT lsn::text FROM neon_auth.replicator_checkpoint WHERE slot_name = $1", slot).Scan(&lsnText)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
 	}
-	lsn, err := pglogrepl.ParseLSN(lsnText)
-	return gen, lsn, fresh, err
+	if err != nil {
+		return 0, fmt.Errorf("read checkpoint of slot %s: %w", slot, err)
+	}
+	return pglogrepl.ParseLSN(lsnText)
+}
+
+// owePendingCatchUp records, before the slot is created, that the WAL before
+// its start is not in it: whoever owns the slot next must catch up.
+func owePendingCatchUp(ctx context.Context, conn *pgx.Conn, slot string) error {
+	_, err := conn.Exec(ctx, `INSERT INTO neon_auth.replicator_checkpoint AS c (slot_name, catchup_epoch) VALUES ($1, 1)
+		ON CONFLICT (slot_name) DO UPDATE SET catchup_epoch = c.catchup_epoch + 1, updated_at = now()`, slot)
+	if err != nil {
+		return fmt.Errorf("record the catch-up owed by slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+// takeOwnership starts a new generation for the slot's checkpoint row: from
+// now on, applies of any older instance fail their compare-and-set. Only the
+// instance streaming from the slot calls it, so a standby never fences the
+// active instance.
+func takeOwnership(ctx context.Context, conn *pgx.Conn, slot string) (checkpoint, error) {
+	var c checkpoint
+	var lsnText string
+	err := conn.QueryRow(ctx, `INSERT INTO neon_auth.replicator_checkpoint AS c (slot_name, generation)
+		VALUES ($1, 1)
+		ON CONFLICT (slot_name) DO UPDATE SET generation = c.generation + 1, updated_at = now()
+		RETURNING generation, lsn::text, catchup_epoch, caught_up_epoch`, slot).
+		Scan(&c.Generation, &lsnText, &c.CatchUpEpoch, &c.CaughtUpEpoch)
+	if err != nil {
+		return c, fmt.Errorf("take checkpoint of slot %s: %w", slot, err)
+	}
+	c.Fresh = c.Generation == 1
+	c.LSN, err = pglogrepl.ParseLSN(lsnText)
+	return c, err
+}
+
+// markCaughtUp records that a catch-up that started at epoch completed.
+func markCaughtUp(ctx context.Context, conn *pgx.Conn, slot string, generation, epoch int64) error {
+	tag, err := conn.Exec(ctx, `UPDATE neon_auth.replicator_checkpoint
+		SET caught_up_epoch = GREATEST(caught_up_epoch, $3), updated_at = now()
+		WHERE slot_name = $1 AND generation = $2`, slot, generation, epoch)
+	if err != nil {
+		return fmt.Errorf("record catch-up: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return ErrFenced
+	}
+	return nil
 }

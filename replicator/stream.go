@@ -62,8 +62,10 @@ func (p *pending) flushable(confirmed uint64) bool {
 	return !p.inTx && (len(p.recs) > 0 || p.endLSN > confirmed)
 }
 
-// run streams until ctx ends or the connection fails.
-func (s *streamer) run(ctx context.Context) error {
+// run streams until ctx ends or the connection fails. before runs on the
+// apply side first (the catch-up) while the reader already keeps the server
+// answered, so that a long catch-up holds the slot without timing out.
+func (s *streamer) run(ctx context.Context, before func(context.Context) error) error {
 	items := make(chan streamItem, 256)
 	s.budget = semaphore.NewWeighted(inFlightBytes)
 	g, gctx := errgroup.WithContext(ctx)
@@ -71,11 +73,16 @@ func (s *streamer) run(ctx context.Context) error {
 		defer close(items)
 		return s.read(gctx, items)
 	})
-	g.Go(func() error { return s.applyLoop(gctx, items) })
+	g.Go(func() error {
+		if err := before(gctx); err != nil {
+			return err
+		}
+		return s.applyLoop(gctx, items)
+	})
 	err := g.Wait()
 	// The reader has stopped: the socket is ours alone to report the final position.
 	if !s.repl.IsClosed() {
-		_ = s.sendStatus()
+		_ = s.sendStatus(false)
 	}
 	if ctx.Err() != nil {
 		return nil
@@ -84,13 +91,15 @@ func (s *streamer) run(ctx context.Context) error {
 }
 
 // read receives from the server with a deadline on every receive, sends a
-// status update on a timer well inside wal_sender_timeout, answers a
-// keepalive that asks for a reply at once, and hands everything else on.
+// status update on a timer well inside wal_sender_timeout (also while the
+// applier is busy and the hand-off is full), answers a keepalive that asks
+// for a reply at once, and hands everything else on. A server silent for
+// several intervals despite our reply requests means a dead connection.
 func (s *streamer) read(ctx context.Context, items chan<- streamItem) error {
-	lastStatus := time.Now()
+	lastStatus, lastHeard := time.Now(), time.Now()
 	for {
 		if time.Since(lastStatus) >= s.interval {
-			if err := s.sendStatus(); err != nil {
+			if err := s.sendStatus(true); err != nil {
 				return err
 			}
 			lastStatus = time.Now()
@@ -102,11 +111,15 @@ func (s *streamer) read(ctx context.Context, items chan<- streamItem) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if pgconn.Timeout(err) {
-				continue
+			if !pgconn.Timeout(err) {
+				return fmt.Errorf("receive replication message: %w", err)
 			}
-			return fmt.Errorf("receive replication message: %w", err)
+			if silent := time.Since(lastHeard); silent > 3*s.interval+5*time.Second {
+				return fmt.Errorf("no message from the server for %s: the connection looks dead", silent.Round(time.Second))
+			}
+			continue
 		}
+		lastHeard = time.Now()
 		it, ok, err := s.decode(raw)
 		if err != nil {
 			return err
@@ -115,16 +128,45 @@ func (s *streamer) read(ctx context.Context, items chan<- streamItem) error {
 			continue
 		}
 		if it.replyRequested {
-			if err := s.sendStatus(); err != nil {
+			if err := s.sendStatus(false); err != nil {
 				return err
 			}
 			lastStatus = time.Now()
 		}
-		if err := s.budget.Acquire(ctx, it.weight); err != nil {
-			return nil // cancelled
+		if err := s.handOff(ctx, items, it); err != nil {
+			return err
 		}
+		lastHeard = time.Now() // time spent blocked on the applier is not the server's silence
+	}
+}
+
+// handOff passes it to the applier, waiting for room in the byte budget and
+// the channel while still sending status updates on time.
+func (s *streamer) handOff(ctx context.Context, items chan<- streamItem, it streamItem) error {
+	tick := time.NewTicker(s.interval)
+	defer tick.Stop()
+	for {
+		actx, cancel := context.WithTimeout(ctx, s.interval)
+		err := s.budget.Acquire(actx, it.weight)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := s.sendStatus(false); err != nil {
+			return err
+		}
+	}
+	for {
 		select {
 		case items <- it:
+			return nil
+		case <-tick.C:
+			if err := s.sendStatus(false); err != nil {
+				return err
+			}
 		case <-ctx.Done():
 			return nil
 		}
@@ -185,7 +227,7 @@ func parsePgoutput(data []byte) (msg pglogrepl.Message, err error) {
 // sendStatus reports the committed position as written, flushed and
 // applied, each set explicitly (left zero, pglogrepl would copy the write
 // position into flush).
-func (s *streamer) sendStatus() error {
+func (s *streamer) sendStatus(replyRequested bool) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	pos := pglogrepl.LSN(s.confirmed.Load())
@@ -197,6 +239,7 @@ func (s *streamer) sendStatus() error {
 		WALFlushPosition: pos,
 		WALApplyPosition: pos,
 		ClientTime:       time.Now(),
+		ReplyRequested:   replyRequested,
 	})
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)
@@ -214,8 +257,13 @@ func (s *streamer) applyLoop(ctx context.Context, items <-chan streamItem) error
 		if s.pend.flushable(s.confirmed.Load()) {
 			select {
 			case it, ok = <-items:
+			case <-ctx.Done():
+				return s.finish(ctx)
 			default:
 				if err := s.flush(ctx); err != nil {
+					if ctx.Err() != nil {
+						return s.finish(ctx)
+					}
 					return err
 				}
 				continue
@@ -232,6 +280,9 @@ func (s *streamer) applyLoop(ctx context.Context, items <-chan streamItem) error
 		}
 		s.budget.Release(it.weight)
 		if err := s.handle(ctx, it); err != nil {
+			if ctx.Err() != nil {
+				return s.finish(ctx)
+			}
 			return err
 		}
 	}
@@ -275,7 +326,7 @@ func (s *streamer) idleAdvance(it streamItem) {
 	}
 	s.confirmed.Store(uint64(it.serverWALEnd))
 	if it.replyRequested {
-		if err := s.sendStatus(); err != nil {
+		if err := s.sendStatus(false); err != nil {
 			s.logger.Debug("status update after idle advance failed", "error", err)
 		}
 	}
