@@ -2,6 +2,7 @@
 
 GO       ?= go
 FUZZTIME ?= 30s
+FUZZPKGS := ./outbox/ ./outbox/webhook/
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Go files to check with gofmt, skipping build output, vendored code,
@@ -26,12 +27,13 @@ lint: ## Check formatting (gofmt), then run go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-fuzz: ## Run each fuzz target in ./outbox for FUZZTIME (default 30s)
-	@list=$$($(GO) test -list '^Fuzz' ./outbox/) || { echo "$$list"; exit 1; }; \
-	targets=$$(echo "$$list" | grep '^Fuzz') || { echo "no fuzz targets found in ./outbox"; exit 1; }; \
-	for target in $$targets; do \
-		echo "==> $$target ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./outbox/ || exit 1; \
+fuzz: ## Run each fuzz target (./outbox/...) for FUZZTIME (default 30s)
+	@for pkg in $(FUZZPKGS); do \
+		list=$$($(GO) test -list '^Fuzz' $$pkg) || { echo "$$list"; exit 1; }; \
+		for target in $$(echo "$$list" | grep '^Fuzz'); do \
+			echo "==> $$pkg $$target ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
 	done
 
 bench: ## Run the benchmarks
