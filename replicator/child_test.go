@@ -24,7 +24,8 @@ import (
 const childEnv = "USERSYNC_TEST_CHILD"
 
 // runChild is the test binary's main when childEnv is 1: it builds a Config
-// from DATABASE_URL, USERSYNC_TEST_SLOT and USERSYNC_TEST_BATCH, logs JSON to
+// from DATABASE_URL, USERSYNC_TEST_SLOT and USERSYNC_TEST_BATCH (and takes
+// USERSYNC_TEST_IDLE_TX_TIMEOUT for the apply connection), logs JSON to
 // stderr and runs the replicator until SIGINT/SIGTERM. A second signal kills
 // it at once.
 func runChild() int {
@@ -37,6 +38,11 @@ func runChild() int {
 			return 2
 		}
 		cfg.BatchSize = n
+	}
+	if s := os.Getenv("USERSYNC_TEST_IDLE_TX_TIMEOUT"); s != "" {
+		// Shorter than the default, so that a test pausing an instance
+		// inside an apply sees the server end its transaction soon.
+		applyParams["idle_in_transaction_session_timeout"] = s
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -26,7 +26,7 @@ var sessionParams = map[string]string{
 // checkpoint row: an instance paused mid-apply must not block the standby
 // that takes over from it.
 var applyParams = map[string]string{
-	"idle_in_transaction_session_timeout": "60000",
+	"idle_in_transaction_session_timeout": "30000",
 }
 
 // connectApply opens the ordinary connection that applies batches.
@@ -256,14 +256,23 @@ func owePendingCatchUp(ctx context.Context, conn *pgx.Conn, slot string) error {
 func takeOwnership(ctx context.Context, conn *pgx.Conn, slot string) (checkpoint, error) {
 	var c checkpoint
 	var lsnText string
-	err := conn.QueryRow(ctx, `INSERT INTO neon_auth.replicator_checkpoint AS c (slot_name, generation)
+	// An instance paused mid-apply holds the row until the server ends its
+	// idle transaction; rather than wait with the slot held and unanswered,
+	// give up after a while and retry the session.
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue("SET LOCAL lock_timeout = '10s'")
+	q := b.Queue(`INSERT INTO neon_auth.replicator_checkpoint AS c (slot_name, generation)
 		VALUES ($1, 1)
 		ON CONFLICT (slot_name) DO UPDATE SET generation = c.generation + 1, updated_at = now()
-		RETURNING generation, lsn::text, catchup_epoch, caught_up_epoch`, slot).
-		Scan(&c.Generation, &lsnText, &c.CatchUpEpoch, &c.CaughtUpEpoch)
-	if err != nil {
+		RETURNING generation, lsn::text, catchup_epoch, caught_up_epoch`, slot)
+	q.QueryRow(func(row pgx.Row) error { return row.Scan(&c.Generation, &lsnText, &c.CatchUpEpoch, &c.CaughtUpEpoch) })
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		return c, fmt.Errorf("take checkpoint of slot %s: %w", slot, err)
 	}
+	var err error
 	c.Fresh = c.Generation == 1
 	c.LSN, err = pglogrepl.ParseLSN(lsnText)
 	return c, err

@@ -26,6 +26,9 @@ type streamItem struct {
 	weight         int64 // bytes held against the in-flight budget
 }
 
+// applyTimeout bounds one apply transaction; past it the session restarts.
+const applyTimeout = 2 * time.Minute
+
 // inFlightBytes bounds the WAL data received but not yet taken by the
 // applier, so memory does not grow with the size of the events queued.
 const inFlightBytes = 8 << 20
@@ -367,7 +370,11 @@ func (s *streamer) full() bool {
 func (s *streamer) flush(ctx context.Context) error {
 	end := s.pend.endLSN
 	if len(s.pend.recs) > 0 {
-		stats, err := s.app.apply(ctx, s.pend.recs, end)
+		// Shutdown stops the intake, not an apply under way: cancelling it
+		// could leave its COMMIT in doubt. A deadline still bounds it.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
+		stats, err := s.app.apply(actx, s.pend.recs, end)
+		cancel()
 		if err != nil {
 			return fmt.Errorf("apply: %w", err)
 		}
