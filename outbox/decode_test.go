@@ -16,7 +16,7 @@ import (
 // clerk_user.deleted and all stackauth_user.* files are CONSTRUCTED from the
 // providers' published types; svix_signature_test_vector.json is a webhook
 // signature vector, not a user payload.
-const samplesDir = "../../shared/testdata/providers"
+const samplesDir = "testdata/providers" // a copy of shared/testdata/providers (see its README.md)
 
 // readSample returns a file from samplesDir.
 func readSample(tb testing.TB, name string) []byte {
