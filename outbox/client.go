@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrInvalidEvent is wrapped by Insert's errors for an event the fold could
@@ -37,11 +39,17 @@ type NewEvent struct {
 	OccurredAt time.Time
 }
 
+// maxEventIDBytes bounds delivery ids (Svix's are 31 bytes): the unique
+// index on (provider, event_id) cannot hold arbitrarily long keys.
+const maxEventIDBytes = 512
+
 // Validate reports, by field, what would make the fold reject the event.
 func (ev NewEvent) Validate() error {
 	switch {
-	case ev.Provider == "":
-		return fmt.Errorf("%w: Provider is empty", ErrInvalidEvent)
+	case ev.Provider != ProviderClerk && ev.Provider != ProviderStack && ev.Provider != ProviderGeneric:
+		return fmt.Errorf("%w: Provider %q, want %s, %s or %s", ErrInvalidEvent, ev.Provider, ProviderClerk, ProviderStack, ProviderGeneric)
+	case len(ev.EventID) > maxEventIDBytes || !utf8.ValidString(ev.EventID):
+		return fmt.Errorf("%w: EventID must be valid UTF-8 of at most %d bytes", ErrInvalidEvent, maxEventIDBytes)
 	case ev.Type != TypeCreated && ev.Type != TypeUpdated && ev.Type != TypeDeleted:
 		return fmt.Errorf("%w: Type %q, want %s, %s or %s", ErrInvalidEvent, ev.Type, TypeCreated, TypeUpdated, TypeDeleted)
 	case !isJSONObject(ev.Payload):
@@ -136,22 +144,44 @@ func WaitFolded(ctx context.Context, q Querier, outboxID int64) (FoldResult, err
 	delay := waitFirstDelay
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var lastErr error
 	for {
 		select {
 		case <-ctx.Done():
+			if lastErr != nil {
+				return FoldResult{}, fmt.Errorf("outbox row %d not folded yet (last error: %v): %w", outboxID, lastErr, ctx.Err())
+			}
 			return FoldResult{}, fmt.Errorf("outbox row %d not folded yet (is 'replicator run' running?): %w", outboxID, ctx.Err())
 		case <-timer.C:
 		}
 		res, found, err := foldResult(ctx, q, outboxID)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil && !transient(err) {
 			return FoldResult{}, err
 		}
+		// A dropped connection or a restarting compute may pass before the
+		// deadline: keep polling, and say what went wrong if it does not.
+		lastErr = err
 		if found {
 			return res, nil
 		}
 		timer.Reset(delay)
 		delay = min(2*delay, waitMaxDelay)
 	}
+}
+
+// transient reports whether a polling error may clear by itself: anything
+// but an error the server raised for the query (a missing table, a
+// permission), which would fail the same way every time.
+func transient(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return true
+	}
+	switch pgErr.Code[:2] {
+	case "08", "53", "57", "40": // connection, resources, shutdown/admin, serialization
+		return true
+	}
+	return false
 }
 
 func foldResult(ctx context.Context, q Querier, outboxID int64) (FoldResult, bool, error) {

@@ -60,6 +60,9 @@ func TestNewEvent_Validate(t *testing.T) {
 	}{
 		{"valid", func(*outbox.NewEvent) {}, ""},
 		{"no provider", func(e *outbox.NewEvent) { e.Provider = "" }, "Provider"},
+		{"unknown provider", func(e *outbox.NewEvent) { e.Provider = "Clerk" }, `Provider "Clerk"`},
+		{"event id too long", func(e *outbox.NewEvent) { e.EventID = strings.Repeat("x", 513) }, "EventID"},
+		{"event id not UTF-8", func(e *outbox.NewEvent) { e.EventID = "\xff" }, "EventID"},
 		{"session event", func(e *outbox.NewEvent) { e.Type = "session.created" }, `Type "session.created"`},
 		{"payload array", func(e *outbox.NewEvent) { e.Payload = json.RawMessage(`[]`) }, "Payload"},
 		{"payload not json", func(e *outbox.NewEvent) { e.Payload = json.RawMessage(`{`) }, "Payload"},
