@@ -39,7 +39,7 @@ type runner struct {
 }
 
 func (r *runner) loop(ctx context.Context) error {
-	attempt := 0
+	attempt, wasBusy := 0, false
 	for {
 		progress, err := r.session(ctx)
 		if ctx.Err() != nil {
@@ -49,9 +49,11 @@ func (r *runner) loop(ctx context.Context) error {
 		if permanent(err) {
 			return err
 		}
-		if progress {
+		busy := errors.Is(err, ErrSlotBusy)
+		if progress || (wasBusy && !busy) { // a fresh start once the slot came free
 			attempt = 0
 		}
+		wasBusy = busy
 		attempt++
 		delay := backoff(attempt, r.cfg.MaxBackoff)
 		switch {
@@ -118,17 +120,7 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 		r.logger.Info("slot is free; taking over")
 		r.standingBy = false
 	}
-	ck, err := takeOwnership(ctx, conn, r.cfg.Slot)
-	if err != nil {
-		return false, err
-	}
-	switch {
-	case created && ck.Fresh:
-		r.logger.Info("created replication slot", "publication", r.cfg.Publication)
-	case created:
-		r.logger.Warn("replication slot was missing (Neon drops slots idle ~40h and on branch restore); recreated it and folding what it missed from the outbox")
-	}
-	app := &applier{conn: conn, slot: r.cfg.Slot, generation: ck.Generation}
+	app := &applier{conn: conn, slot: r.cfg.Slot}
 	s := &streamer{
 		cfg:       r.cfg,
 		logger:    r.logger,
@@ -139,7 +131,21 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 		relations: make(map[uint32]*relation),
 	}
 	s.confirmed.Store(uint64(start))
-	catchUp := func(ctx context.Context) error {
+	// Taking ownership may wait on the row lock of an instance paused mid-apply,
+	// and the catch-up may take long: both run once the reader answers the
+	// walsender, so that neither can make it time out.
+	prepare := func(ctx context.Context) error {
+		ck, err := takeOwnership(ctx, conn, r.cfg.Slot)
+		if err != nil {
+			return err
+		}
+		app.generation = ck.Generation
+		switch {
+		case created && ck.Fresh:
+			r.logger.Info("created replication slot", "publication", r.cfg.Publication)
+		case created:
+			r.logger.Warn("replication slot was missing (Neon drops slots idle ~40h and on branch restore); recreated it and folding what it missed from the outbox")
+		}
 		if !r.needCatchUp && !created && !ck.owesCatchUp() {
 			return nil
 		}
@@ -154,7 +160,7 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 	}
 	began := time.Now()
 	err = s.run(ctx, func(ctx context.Context) error {
-		if err := catchUp(ctx); err != nil {
+		if err := prepare(ctx); err != nil {
 			return err
 		}
 		r.logger.Info("streaming", "from", start.String(), "status_interval", s.interval.String())
