@@ -827,3 +827,53 @@ func TestRun_SIGTERMExitsZero(t *testing.T) {
 	checkInvariants(t, ctx, db.conn)
 	checkCounts(t, ctx, db.conn)
 }
+
+// TestRun_OwnershipWaitDoesNotStarveTheWalsender holds the checkpoint row
+// (as an instance paused mid-apply does) for longer than wal_sender_timeout
+// while a new owner starts: the new owner must keep its walsender answered
+// during the wait and take over once, not be cut off and start again.
+func TestRun_OwnershipWaitDoesNotStarveTheWalsender(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cluster := pgtest.NewCluster(t, map[string]string{"wal_sender_timeout": "2s"})
+	db := migratedDB(t, cluster.URL("postgres"))
+	r := db.start(Config{})
+	waitStreaming(t, r)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 20*time.Second, "slot released", func() (bool, error) {
+		pid, err := slotActivePID(ctx, db.conn, db.slot)
+		return pid == 0, err
+	})
+	before, err := slotGeneration(ctx, db.conn, db.slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := connectFaults(t, db.url)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT * FROM neon_auth.replicator_checkpoint WHERE slot_name = $1 FOR UPDATE", db.slot); err != nil {
+		t.Fatal(err)
+	}
+	r2 := db.start(Config{})
+	time.Sleep(4 * time.Second) // twice wal_sender_timeout, within the 10 s lock timeout
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, r2)
+	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "After the wait")})
+	db.waitCaughtUp(20 * time.Second)
+	after, err := slotGeneration(ctx, db.conn, db.slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before+1 {
+		t.Errorf("one takeover moved the generation from %d to %d, want +1", before, after)
+	}
+	if logs := r2.logs.String(); strings.Contains(logs, "reconnecting") {
+		t.Errorf("the new owner lost its connection during the ownership wait:\n%s", logs)
+	}
+}
