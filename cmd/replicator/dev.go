@@ -35,6 +35,7 @@ func devCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			setMemoryLimit()
 			return runDev(c.Context, c.App.Writer, logger, c.Bool("demo"))
 		},
 	}

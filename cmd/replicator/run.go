@@ -35,11 +35,7 @@ func runCommand() *cli.Command {
 			if err := cfg.Validate(); err != nil {
 				return newUsageError("%v", err)
 			}
-			// A soft limit keeps the garbage collector ahead of large payloads, so
-			// the resident size stays near the batch caps; GOMEMLIMIT overrides it.
-			if os.Getenv("GOMEMLIMIT") == "" {
-				debug.SetMemoryLimit(48 << 20)
-			}
+			setMemoryLimit()
 			return replicator.Run(c.Context, cfg)
 		},
 	}
@@ -61,4 +57,13 @@ func replicatorConfig(c *cli.Context) (replicator.Config, error) {
 		Slot:        c.String("slot"),
 		Logger:      logger,
 	}, nil
+}
+
+// setMemoryLimit sets a soft memory limit for the long-running commands: it
+// keeps the garbage collector ahead of large payloads, so the resident size
+// stays near the batch caps. GOMEMLIMIT, when set, wins.
+func setMemoryLimit() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(48 << 20)
+	}
 }
