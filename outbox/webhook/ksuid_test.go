@@ -39,7 +39,7 @@ func TestMessageTime(t *testing.T) {
 		wantOK bool
 	}{
 		{"minted", "msg_" + newKSUID(created), created, true},
-		{"minted with milliseconds", "msg_" + newKSUID(created.Add(700 * time.Millisecond)), created.Add(700 * time.Millisecond), true},
+		{"minted with milliseconds", "msg_" + newKSUID(created.Add(700*time.Millisecond)), created.Add(700 * time.Millisecond), true},
 		{"minted, minutes ahead of the clock", "msg_" + newKSUID(now.Add(4*time.Minute)), now.Add(4 * time.Minute), true},
 		{"too far in the future", "msg_" + newKSUID(now.Add(10*time.Minute)), time.Time{}, false},
 		{"before 2020: not one of ours", "msg_0ujtsYcgvSTl8PAuAdqWYSMnLOv", time.Time{}, false},
