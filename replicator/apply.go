@@ -44,7 +44,6 @@ type pendingReject struct {
 
 // foldInput is a batch after decoding, outside any transaction.
 type foldInput struct {
-	recs    []sourceRecord
 	events  []outbox.Event // parallel to eventSrc
 	evSrc   []*sourceRecord
 	rejects []pendingReject
@@ -90,7 +89,7 @@ func (a *applier) apply(ctx context.Context, recs []sourceRecord, endLSN uint64)
 
 // decodeBatch decodes every record; forcedReject turns them all into rejects.
 func decodeBatch(recs []sourceRecord, forcedReject *string) *foldInput {
-	in := &foldInput{recs: recs}
+	in := &foldInput{}
 	seen := make(map[string]bool)
 	for i := range recs {
 		src := &recs[i]
@@ -115,15 +114,15 @@ func decodeBatch(recs []sourceRecord, forcedReject *string) *foldInput {
 }
 
 func (a *applier) applyOnce(ctx context.Context, in *foldInput, endLSN uint64) (stats applyStats, err error) {
-	began := false
+	// Any failure after the pipelined BEGIN leaves the transaction open or
+	// aborted: end it so the connection stays usable.
 	defer func() {
-		if err != nil && began && !a.conn.IsClosed() {
+		if err != nil && !a.conn.IsClosed() {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			_, _ = a.conn.Exec(rctx, "ROLLBACK")
 		}
 	}()
-	began = true
 	accounted, states, err := a.lockAndLoad(ctx, in, endLSN)
 	if err != nil {
 		return stats, err

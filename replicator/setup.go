@@ -142,7 +142,6 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, name string) error {
 type slotInfo struct {
 	Exists         bool
 	Active         bool
-	ActivePID      *int32
 	Plugin         string
 	Database       string
 	Lost           bool
@@ -152,10 +151,10 @@ type slotInfo struct {
 func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotInfo, error) {
 	var s slotInfo
 	var confirmed *string
-	err := conn.QueryRow(ctx, `SELECT active, active_pid, COALESCE(plugin, ''), COALESCE(database, ''),
+	err := conn.QueryRow(ctx, `SELECT active, COALESCE(plugin, ''), COALESCE(database, ''),
 			COALESCE(wal_status = 'lost', false), confirmed_flush_lsn::text
 		FROM pg_replication_slots WHERE slot_name = $1`, slot).
-		Scan(&s.Active, &s.ActivePID, &s.Plugin, &s.Database, &s.Lost, &confirmed)
+		Scan(&s.Active, &s.Plugin, &s.Database, &s.Lost, &confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s, nil
 	}
