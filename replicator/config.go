@@ -20,7 +20,7 @@ type Config struct {
 	Logger *slog.Logger
 	// BatchSize caps the events folded in one apply transaction (default 2000).
 	BatchSize int
-	// BatchBytes caps the payload bytes held in one batch (default 8 MiB), so
+	// BatchBytes caps the memory one batch holds (default 4 MiB), so
 	// memory stays bounded whatever the size of the events.
 	BatchBytes int
 	// BackfillPageSize is the keyset page size of the catch-up (default 5000).
@@ -52,7 +52,7 @@ func (c Config) withDefaults() Config {
 		c.BatchSize = 2000
 	}
 	if c.BatchBytes == 0 {
-		c.BatchBytes = 8 << 20
+		c.BatchBytes = 4 << 20
 	}
 	if c.BackfillPageSize == 0 {
 		c.BackfillPageSize = 5000
