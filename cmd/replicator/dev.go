@@ -88,15 +88,17 @@ func runDev(ctx context.Context, out io.Writer, logger *slog.Logger, demo bool) 
 	return runDemo(ctx, out, conn)
 }
 
-// waitStreaming waits until the replicator holds the slot, so that the demo's
-// events travel through the WAL rather than the start-up catch-up.
+// waitStreaming waits until the replicator holds the slot and has finished
+// its start-up catch-up, so that the demo's events travel through the WAL.
 func waitStreaming(ctx context.Context, conn *pgx.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
 		var active bool
 		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots s
-			JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = 'users_sync')`).Scan(&active)
+			JOIN pg_stat_replication r ON r.pid = s.active_pid
+			JOIN neon_auth.replicator_checkpoint c ON c.slot_name = s.slot_name
+			WHERE s.slot_name = 'users_sync' AND c.generation > 0 AND c.caught_up_epoch >= c.catchup_epoch)`).Scan(&active)
 		if err != nil {
 			return fmt.Errorf("wait for the replicator to stream: %w", err)
 		}
