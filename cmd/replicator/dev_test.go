@@ -21,8 +21,8 @@ func TestDev_Demo(t *testing.T) {
 	got := out.String()
 	for _, want := range []string{
 		"Example Renamed", "example.renamed@example.org", // the newer Clerk update wins over the late create
-		"Jordan R.",                         // the Stack update
-		"stale",                             // the late create is recorded as stale
+		"Jordan R.", // the Stack update
+		"stale",     // the late create is recorded as stale
 		"redelivered (same svix-id: not stored again)",
 		"cannot tell which user was deleted", // the malformed event is a reject
 	} {
