@@ -10,16 +10,29 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOFILES_CMD := find . \( -name bin -o -name vendor -o -name testdata -o -name node_modules -o -name '.?*' \) -prune -o -type f -name '*.go' -print
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint fuzz bench demo clean
+PG_MAJORS ?= 14 15 16 17 18
+
+.PHONY: help build test test-matrix lint fuzz bench demo clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build bin/replicator
 	$(GO) build -o bin/replicator ./cmd/replicator
 
 test: ## Run all tests with the race detector (starts throwaway PostgreSQL clusters)
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-matrix: ## Run `make test` on each PostgreSQL major of PG_MAJORS (default 14 15 16 17 18), one after another
+	@failed=""; \
+	for v in $(PG_MAJORS); do \
+		dir=$$(scripts/install-postgres.sh $$v) || exit 1; \
+		echo "==> make test on PostgreSQL $$v ($$dir)"; \
+		start=$$(date +%s); \
+		if PG_BINDIR=$$dir $(MAKE) --no-print-directory test; then result=ok; else result=FAILED; failed="$$failed $$v"; fi; \
+		echo "==> PostgreSQL $$v: $$result in $$(( $$(date +%s) - start ))s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-matrix: failed on PostgreSQL$$failed"; exit 1; fi
 
 lint: ## Check formatting (gofmt), then run go vet and staticcheck
 	@files=$$($(GOFILES_CMD) | xargs -r gofmt -l) || exit 1; \

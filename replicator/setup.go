@@ -145,16 +145,23 @@ type slotInfo struct {
 	Plugin         string
 	Database       string
 	Lost           bool
+	LostReason     string // invalidation_reason (PostgreSQL 17+); empty on older servers
 	ConfirmedFlush pglogrepl.LSN
 }
 
 func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotInfo, error) {
 	var s slotInfo
 	var confirmed *string
+	// invalidation_reason (17+) is read through to_jsonb, which yields NULL
+	// where the column does not exist: one query for PostgreSQL 14 to 18.
+	// Every invalidation shows as wal_status 'lost' too (14 and 15 know only
+	// WAL removal; 16 adds conflicts on standbys, 18 idle_timeout).
 	err := conn.QueryRow(ctx, `SELECT active, COALESCE(plugin, ''), COALESCE(database, ''),
-			COALESCE(wal_status = 'lost', false), confirmed_flush_lsn::text
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).
-		Scan(&s.Active, &s.Plugin, &s.Database, &s.Lost, &confirmed)
+			COALESCE(wal_status = 'lost' OR to_jsonb(s) ->> 'invalidation_reason' IS NOT NULL, false),
+			COALESCE(to_jsonb(s) ->> 'invalidation_reason', ''),
+			confirmed_flush_lsn::text
+		FROM pg_replication_slots s WHERE slot_name = $1`, slot).
+		Scan(&s.Active, &s.Plugin, &s.Database, &s.Lost, &s.LostReason, &confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s, nil
 	}
@@ -190,7 +197,8 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, logger *slog.L
 	case info.Exists && info.Active:
 		return info, false, ErrSlotBusy
 	case info.Exists && info.Lost:
-		logger.Warn("replication slot was invalidated (max_slot_wal_keep_size); recreating it and folding what it missed from the outbox", "slot", slot)
+		logger.Warn("replication slot was invalidated; recreating it and folding what it missed from the outbox",
+			"slot", slot, "cause", invalidationCause(info.LostReason))
 		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
 			return info, false, fmt.Errorf("drop invalidated slot %s: %w", slot, Explain(err))
 		}
@@ -200,7 +208,7 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, logger *slog.L
 	if err := owePendingCatchUp(ctx, conn, slot); err != nil {
 		return info, false, err
 	}
-	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
+	if err := createSlot(ctx, conn, slot); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42710" {
 			return info, false, ErrSlotBusy // a racing instance created it and owns it now
@@ -209,6 +217,40 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, logger *slog.L
 	}
 	info, err = readSlot(ctx, conn, slot)
 	return info, true, err
+}
+
+// createSlot creates the logical slot, on PostgreSQL 17+ as a failover
+// slot: a standby with sync_replication_slots keeps a copy, so that a
+// promoted standby still has the slot and nothing has to be caught up. The
+// failover argument does not exist before 17.
+func createSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return fmt.Errorf("read server version: %w", err)
+	}
+	sql := "SELECT pg_create_logical_replication_slot($1, 'pgoutput')"
+	if version >= 170000 {
+		sql = "SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+	}
+	_, err := conn.Exec(ctx, sql, slot)
+	return err
+}
+
+// invalidationCause says in words why the server invalidated a slot, from
+// its invalidation_reason (PostgreSQL 17+; empty before, where WAL removal
+// is the only cause).
+func invalidationCause(reason string) string {
+	switch reason {
+	case "", "wal_removed":
+		return "the WAL it needed was removed (max_slot_wal_keep_size)"
+	case "idle_timeout":
+		return "it was unused for longer than idle_replication_slot_timeout"
+	case "rows_removed":
+		return "rows it needed were removed by vacuum"
+	case "wal_level_insufficient":
+		return "wal_level was lowered below logical"
+	}
+	return reason
 }
 
 // checkpoint is the slot's row of neon_auth.replicator_checkpoint.

@@ -2,6 +2,7 @@ package pgcluster
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,29 @@ const debianBinGlob = "/usr/lib/postgresql/*/bin"
 
 // serverBinaries are the programs a cluster needs from one directory.
 var serverBinaries = []string{"initdb", "pg_ctl", "postgres"}
+
+// BinDirEnv names the environment variable that chooses the directory of
+// the server binaries, overriding the search of findBinDir: `make
+// test-matrix` runs the suite once per PostgreSQL version this way.
+const BinDirEnv = "PG_BINDIR"
+
+// chooseBinDir returns explicit, else $PG_BINDIR, else what findBinDir
+// finds. A directory that was asked for but lacks the binaries is an error,
+// never a silent fall-back to another version.
+func chooseBinDir(ctx context.Context, explicit string) (string, error) {
+	source := "Options.BinDir"
+	if explicit == "" {
+		explicit, source = os.Getenv(BinDirEnv), BinDirEnv
+	}
+	if explicit == "" {
+		return findBinDir(ctx, debianBinGlob)
+	}
+	dir, err := filepath.Abs(explicit)
+	if err != nil || !hasServerBinaries(dir) {
+		return "", fmt.Errorf("%s=%s does not hold the PostgreSQL server binaries (initdb, pg_ctl, postgres): point it at a server's bin directory, such as the one scripts/install-postgres.sh prints, or unset it", source, explicit)
+	}
+	return dir, nil
+}
 
 // findBinDir returns the directory holding the server binaries: the one
 // pg_config reports, else the one of initdb on PATH, else the newest version

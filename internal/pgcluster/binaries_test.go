@@ -90,3 +90,37 @@ func TestConfigFile(t *testing.T) {
 		t.Errorf("extra settings come before the defaults they must override:\n%s", got)
 	}
 }
+
+func TestChooseBinDir(t *testing.T) {
+	root := t.TempDir()
+	fakeVersions(t, root, map[string]bool{"14": true, "16": false})
+	complete, incomplete := filepath.Join(root, "14", "bin"), filepath.Join(root, "16", "bin")
+	for _, tc := range []struct {
+		name, explicit, env string
+		want                string // "" for an error naming the source
+		wantSource          string
+	}{
+		{name: "PG_BINDIR", env: complete, want: complete},
+		{name: "explicit wins over PG_BINDIR", explicit: complete, env: incomplete, want: complete},
+		{name: "PG_BINDIR without binaries", env: incomplete, wantSource: "PG_BINDIR=" + incomplete},
+		{name: "PG_BINDIR missing", env: filepath.Join(root, "nope"), wantSource: "PG_BINDIR="},
+		{name: "explicit without binaries", explicit: incomplete, wantSource: "Options.BinDir=" + incomplete},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(BinDirEnv, tc.env)
+			got, err := chooseBinDir(context.Background(), tc.explicit)
+			if tc.want != "" {
+				if got != tc.want || err != nil {
+					t.Errorf("chooseBinDir = %q, %v; want %q", got, err, tc.want)
+				}
+				return
+			}
+			// An asked-for directory that does not work is an error, not a
+			// skip (ErrNoBinaries) nor a fall-back to another server.
+			if err == nil || errors.Is(err, ErrNoBinaries) || !strings.Contains(err.Error(), tc.wantSource) ||
+				!strings.Contains(err.Error(), "scripts/install-postgres.sh") {
+				t.Errorf("chooseBinDir = %q, %v; want an error naming %s and saying what to do", got, err, tc.wantSource)
+			}
+		})
+	}
+}

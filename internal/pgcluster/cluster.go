@@ -26,6 +26,8 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// Dir is the parent of the cluster's temporary directory (as root, one the postgres user can enter); empty means os.TempDir().
 	Dir string
+	// BinDir is the directory of initdb, pg_ctl and postgres; empty means $PG_BINDIR, else the installed server found on the machine.
+	BinDir string
 }
 
 // Cluster is a running (or stopped) throwaway PostgreSQL server. Its methods
@@ -52,13 +54,16 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := validateSettings(opts.Settings); err != nil {
 		return nil, err
 	}
-	binDir, err := findBinDir(ctx, debianBinGlob)
+	binDir, err := chooseBinDir(ctx, opts.BinDir)
 	if err != nil {
 		return nil, err
 	}
 	own, err := currentOwner()
 	if err != nil {
 		return nil, err
+	}
+	if err := own.checkReachable(filepath.Join(binDir, "postgres")); err != nil {
+		return nil, fmt.Errorf("server binaries in %s: %w; install them where it can, as scripts/install-postgres.sh does", binDir, err)
 	}
 	dir, err := makeDir(opts.Dir)
 	if err != nil {
@@ -128,7 +133,7 @@ func (c *Cluster) prepareDir() error {
 		return fmt.Errorf("cluster directory: %w", err)
 	}
 	if err := c.owner.checkReachable(c.dir); err != nil {
-		return err
+		return fmt.Errorf("%w: choose a directory it can reach, such as one under /tmp", err)
 	}
 	// The kernel limits a socket path to 107 bytes.
 	if socket := filepath.Join(c.dir, ".s.PGSQL.65535"); len(socket) > 107 {
@@ -224,6 +229,9 @@ func (c *Cluster) Password() string { return c.password }
 
 // Port returns the TCP port the server listens on at 127.0.0.1.
 func (c *Cluster) Port() int { return c.port }
+
+// BinDir returns the directory of the server binaries the cluster runs.
+func (c *Cluster) BinDir() string { return c.binDir }
 
 // Dir returns the cluster's temporary directory, removed by Destroy.
 func (c *Cluster) Dir() string { return c.dir }

@@ -410,3 +410,50 @@ func worldReadableDir(t *testing.T) string {
 	}
 	return filepath.Clean(dir)
 }
+
+// TestStart_BinDir starts a cluster from the binaries PG_BINDIR names: the
+// server that runs is theirs.
+func TestStart_BinDir(t *testing.T) {
+	t.Parallel()
+	c, err := pgcluster.Start(context.Background(), pgcluster.Options{Logf: t.Logf})
+	skipIfNoBinaries(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Destroy(context.Background()) })
+	if want := os.Getenv(pgcluster.BinDirEnv); want != "" && c.BinDir() != want {
+		t.Errorf("BinDir() = %s, want %s from %s", c.BinDir(), want, pgcluster.BinDirEnv)
+	}
+	out, err := exec.Command(filepath.Join(c.BinDir(), "postgres"), "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "postgres (PostgreSQL) 17.10" → server_version_num 1700xx.
+	fields := strings.Fields(string(out))
+	major := strings.SplitN(fields[len(fields)-1], ".", 2)[0]
+	if got := show(t, connect(t, c.URL("postgres")), "server_version_num"); !strings.HasPrefix(got, major) {
+		t.Errorf("server_version_num %s, but %s/postgres --version says %s", got, c.BinDir(), strings.TrimSpace(string(out)))
+	}
+}
+
+// TestStart_UnreachableBinDir gives, as root, server binaries in a
+// directory the postgres user cannot enter: Start says so up front.
+func TestStart_UnreachableBinDir(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("only root hands the cluster to another user")
+	}
+	hidden := filepath.Join(t.TempDir(), "bin") // under a 0700 directory owned by root
+	if err := os.Mkdir(hidden, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"initdb", "pg_ctl", "postgres"} {
+		if err := os.WriteFile(filepath.Join(hidden, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := pgcluster.Start(context.Background(), pgcluster.Options{BinDir: hidden, Dir: worldReadableDir(t)})
+	if err == nil || !strings.Contains(err.Error(), "cannot enter") || !strings.Contains(err.Error(), hidden) {
+		t.Fatalf("Start with binaries the postgres user cannot reach: %v, want an error saying so", err)
+	}
+}

@@ -56,13 +56,13 @@ func (o owner) writeFile(path string, data []byte, perm os.FileMode) error {
 	return o.chown(path)
 }
 
-// checkReachable reports whether the owner can enter every parent of dir;
+// checkReachable reports whether the owner can enter every parent of path;
 // without this initdb fails with a puzzling "permission denied".
-func (o owner) checkReachable(dir string) error {
+func (o owner) checkReachable(path string) error {
 	if o.cred == nil {
 		return nil
 	}
-	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
 		if err != nil {
 			return err
@@ -74,7 +74,7 @@ func (o owner) checkReachable(dir string) error {
 			bit = 0o010
 		}
 		if fi.Mode().Perm()&bit == 0 {
-			return fmt.Errorf("the postgres OS user cannot enter %s: choose a directory it can reach, such as one under /tmp", d)
+			return fmt.Errorf("the postgres OS user cannot enter %s", d)
 		}
 		if d == filepath.Dir(d) {
 			return nil
