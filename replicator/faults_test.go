@@ -388,7 +388,8 @@ func appliedBatches(logs string) (batches, events int) {
 // TestRun_PausedInstanceIsFenced pauses the streaming replicator (SIGSTOP)
 // between two applies in the middle of a large source transaction, lets the
 // server time its walsender out and a standby take over, then wakes it: it
-// must not commit anything, and must go back to standing by.
+// must not commit anything, and must go back to standing by — and take over
+// soundly when the new owner dies in turn.
 func TestRun_PausedInstanceIsFenced(t *testing.T) {
 	t.Parallel()
 	testPausedInstance(t, false)
@@ -515,6 +516,18 @@ func testPausedInstance(t *testing.T, insideApply bool) {
 	if active, err := slotActivePID(ctx, db.conn, db.slot); err != nil || active != bWal {
 		t.Errorf("slot held by walsender %d (err %v), want the standby's %d", active, err, bWal)
 	}
+	checkInvariants(t, ctx, db.conn)
+	checkCounts(t, ctx, db.conn)
+
+	// The woken instance is a sound standby: when the new owner dies it
+	// takes over, with nothing of what it held when it froze.
+	b.kill9()
+	retook := len(a.logs.String())
+	pgtest.WaitFor(t, 60*time.Second, "the woken instance to take over when the new owner dies", func() (bool, error) {
+		return strings.Contains(a.logsSince(retook), `"msg":"streaming"`), nil
+	})
+	db.insert(event{provider: "generic", typ: "user.updated", payload: genericUser("late1", "after the second takeover"), occurredAt: at(5002)})
+	db.waitCaughtUp(30 * time.Second)
 	checkInvariants(t, ctx, db.conn)
 	checkCounts(t, ctx, db.conn)
 }

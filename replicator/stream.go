@@ -49,6 +49,9 @@ type streamer struct {
 	pend      pending
 	total     applyStats
 	budget    *semaphore.Weighted
+	// readerDone ends when the reader stops on an error: the session is
+	// over, and an apply still waiting for its answer is abandoned.
+	readerDone context.Context
 }
 
 // pending is the work received but not yet applied.
@@ -72,9 +75,16 @@ func (s *streamer) run(ctx context.Context, before func(context.Context) error) 
 	items := make(chan streamItem, 256)
 	s.budget = semaphore.NewWeighted(inFlightBytes)
 	g, gctx := errgroup.WithContext(ctx)
+	readerDone, readerFailed := context.WithCancel(context.Background())
+	defer readerFailed()
+	s.readerDone = readerDone
 	g.Go(func() error {
 		defer close(items)
-		return s.read(gctx, items)
+		err := s.read(gctx, items)
+		if err != nil {
+			readerFailed()
+		}
+		return err
 	})
 	g.Go(func() error {
 		if err := before(gctx); err != nil {
@@ -371,9 +381,14 @@ func (s *streamer) flush(ctx context.Context) error {
 	end := s.pend.endLSN
 	if len(s.pend.recs) > 0 {
 		// Shutdown stops the intake, not an apply under way: cancelling it
-		// could leave its COMMIT in doubt. A deadline still bounds it.
+		// could leave its COMMIT in doubt. A deadline still bounds it. But
+		// when the reader found the connection dead (a partition holds the
+		// answer back too) the session is over: the apply is abandoned, and
+		// the next session skips what it may have committed.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
+		stopAbandon := context.AfterFunc(s.readerDone, cancel)
 		stats, err := s.app.apply(actx, s.pend.recs, end)
+		stopAbandon()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("apply: %w", err)
