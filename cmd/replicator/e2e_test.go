@@ -60,7 +60,15 @@ type process struct {
 
 func startProcess(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(replicatorBinary(t), args...), logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	return startCommand(t, exec.Command(replicatorBinary(t), args...), env)
+}
+
+// startCommand starts cmd (the replicator binary, or a shell that execs it)
+// with env added to the test's environment.
+func startCommand(t *testing.T, cmd *exec.Cmd, env []string) *process {
+	t.Helper()
+	args := cmd.Args[1:]
+	p := &process{cmd: cmd, logs: &bytes.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = &lockedWriter{p: p}, &lockedWriter{p: p}
 	if err := p.cmd.Start(); err != nil {
@@ -137,9 +145,12 @@ func deliver(t *testing.T, url string, key []byte, id string, body []byte) int {
 // into users_sync; both exit 0 on SIGTERM, and neither logs a secret.
 func TestEndToEnd_IngestThenRun(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	key := []byte("end-to-end-test-signing-key!")
-	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
-	env := []string{"DATABASE_URL=" + url, "CLERK_WEBHOOK_SECRET=" + secret, "STACK_WEBHOOK_SECRET=" + secret}
+	// Each endpoint has its own secret: ingest refuses one shared by two.
+	clerkKey, stackKey := []byte("end-to-end-test-clerk-signing-key"), []byte("end-to-end-test-stack-signing-key")
+	clerkSecret := "whsec_" + base64.StdEncoding.EncodeToString(clerkKey)
+	stackSecret := "whsec_" + base64.StdEncoding.EncodeToString(stackKey)
+	keys := map[string][]byte{"clerk": clerkKey, "stack": stackKey}
+	env := []string{"DATABASE_URL=" + url, "CLERK_WEBHOOK_SECRET=" + clerkSecret, "STACK_WEBHOOK_SECRET=" + stackSecret}
 	migrate := exec.Command(replicatorBinary(t), "migrate")
 	migrate.Env = append(os.Environ(), env...)
 	if out, err := migrate.CombinedOutput(); err != nil {
@@ -166,13 +177,13 @@ func TestEndToEnd_IngestThenRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code := deliver(t, "http://"+addr+"/webhooks/"+s.path, key, s.id, body); code != http.StatusOK {
+		if code := deliver(t, "http://"+addr+"/webhooks/"+s.path, keys[s.path], s.id, body); code != http.StatusOK {
 			t.Fatalf("delivery %s answered %d, want 200", s.id, code)
 		}
 	}
 	// A redelivery is acknowledged and stored once.
 	body, _ := demoData.ReadFile("demodata/clerk_user.created.json")
-	if code := deliver(t, "http://"+addr+"/webhooks/clerk", key, "msg_e2e_clerk_1", body); code != http.StatusOK {
+	if code := deliver(t, "http://"+addr+"/webhooks/clerk", clerkKey, "msg_e2e_clerk_1", body); code != http.StatusOK {
 		t.Fatalf("redelivery answered %d, want 200", code)
 	}
 	ctx := context.Background()
@@ -217,7 +228,7 @@ func TestEndToEnd_IngestThenRun(t *testing.T) {
 	password := strings.SplitN(strings.SplitN(strings.TrimPrefix(url, "postgres://"), "@", 2)[0], ":", 2)[1]
 	for name, p := range map[string]*process{"ingest": ingest, "run": runner} {
 		logs := p.output()
-		for _, s := range []string{password, secret, base64.StdEncoding.EncodeToString(key)} {
+		for _, s := range []string{password, clerkSecret, stackSecret, base64.StdEncoding.EncodeToString(clerkKey), base64.StdEncoding.EncodeToString(stackKey)} {
 			if strings.Contains(logs, s) {
 				t.Errorf("%s logs contain a secret (%q):\n%s", name, s, logs)
 			}
