@@ -14,6 +14,7 @@ import (
 var secretFlags = map[string]string{
 	"clerk":   "clerk-secret",
 	"stack":   "stack-secret",
+	"workos":  "workos-secret",
 	"generic": "generic-secret",
 }
 
@@ -28,13 +29,13 @@ func ingestCommand() *cli.Command {
 		flags = append(flags, &cli.StringFlag{
 			Name:    secretFlags[p],
 			EnvVars: []string{webhook.SecretEnv(p)},
-			Usage:   "signing secrets (whsec_...) of the " + p + " endpoint, space-separated to rotate without downtime",
+			Usage:   "signing secrets of the " + p + " endpoint, space-separated to rotate without downtime",
 		})
 	}
 	return &cli.Command{
 		Name:  "ingest",
-		Usage: "receive Clerk, Stack Auth and generic webhooks into neon_auth.outbox until SIGINT/SIGTERM",
-		Description: "Serves POST /webhooks/clerk, /webhooks/stack and /webhooks/generic, and GET /healthz.\n" +
+		Usage: "receive Clerk, Stack Auth, WorkOS and generic webhooks into neon_auth.outbox until SIGINT/SIGTERM",
+		Description: "Serves POST /webhooks/clerk, /webhooks/stack, /webhooks/workos and /webhooks/generic, and GET /healthz.\n" +
 			"A provider's endpoint works once its secret is set; see docs/webhooks.md.",
 		Flags:  flags,
 		Action: ingest,
@@ -88,13 +89,13 @@ func ingestConfig(c *cli.Context) (webhook.Config, error) {
 		if strings.TrimSpace(list) == "" {
 			continue // an empty variable in a deployment template means "not this provider"
 		}
-		if _, err := webhook.ParseSecrets(list); err != nil {
+		if _, err := webhook.ParseKeys(p, list); err != nil {
 			return cfg, newUsageError("--%s (%s): %v", secretFlags[p], webhook.SecretEnv(p), err)
 		}
 		cfg.Secrets[p] = list
 	}
 	if len(cfg.Secrets) == 0 {
-		return cfg, newUsageError("no webhook secret: set CLERK_WEBHOOK_SECRET, STACK_WEBHOOK_SECRET or GENERIC_WEBHOOK_SECRET (or --clerk-secret, --stack-secret, --generic-secret) to the endpoint's signing secret")
+		return cfg, newUsageError("no webhook secret: set CLERK_WEBHOOK_SECRET, STACK_WEBHOOK_SECRET, WORKOS_WEBHOOK_SECRET or GENERIC_WEBHOOK_SECRET (or --clerk-secret, --stack-secret, --workos-secret, --generic-secret) to the endpoint's signing secret")
 	}
 	if cfg.MaxBody <= 0 {
 		return cfg, newUsageError("--max-body %d: want a positive number of bytes", cfg.MaxBody)

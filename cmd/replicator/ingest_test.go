@@ -20,7 +20,11 @@ func TestIngestCommand_UsageErrors(t *testing.T) {
 		want []string
 	}{
 		{"no secret", nil, nil,
-			[]string{"CLERK_WEBHOOK_SECRET", "STACK_WEBHOOK_SECRET", "GENERIC_WEBHOOK_SECRET"}},
+			[]string{"CLERK_WEBHOOK_SECRET", "STACK_WEBHOOK_SECRET", "WORKOS_WEBHOOK_SECRET", "GENERIC_WEBHOOK_SECRET", "--workos-secret"}},
+		{"short WorkOS secret", map[string]string{"WORKOS_WEBHOOK_SECRET": "whsec_n0tLongEnough"}, nil,
+			[]string{"secrets of workos (WORKOS_WEBHOOK_SECRET): secret 1 of 1 is 19 bytes long, want at least 24"}},
+		{"WorkOS secret, no database", map[string]string{"WORKOS_WEBHOOK_SECRET": "whsec_0FWAiVGkEfGBqqsJH4aNAGBJ4"}, nil,
+			[]string{"DATABASE_URL"}},
 		{"blank secret", map[string]string{"STACK_WEBHOOK_SECRET": "  "}, nil,
 			[]string{"no webhook secret"}},
 		{"malformed secret from the environment", map[string]string{"STACK_WEBHOOK_SECRET": badSecret}, nil,
@@ -44,7 +48,7 @@ func TestIngestCommand_UsageErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, name := range []string{"DATABASE_URL", "CLERK_WEBHOOK_SECRET", "STACK_WEBHOOK_SECRET", "GENERIC_WEBHOOK_SECRET"} {
+			for _, name := range []string{"DATABASE_URL", "CLERK_WEBHOOK_SECRET", "STACK_WEBHOOK_SECRET", "WORKOS_WEBHOOK_SECRET", "GENERIC_WEBHOOK_SECRET"} {
 				t.Setenv(name, tt.env[name])
 			}
 			var stdout, stderr bytes.Buffer
@@ -57,7 +61,7 @@ func TestIngestCommand_UsageErrors(t *testing.T) {
 					t.Errorf("stderr %q does not contain %q", stderr.String(), w)
 				}
 			}
-			for _, secret := range []string{"n0t!base64", "AAEC", strings.TrimPrefix(good, "whsec_"), strings.TrimPrefix(other, "whsec_")} {
+			for _, secret := range []string{"n0t!base64", "AAEC", "n0tLongEnough", strings.TrimPrefix(good, "whsec_"), strings.TrimPrefix(other, "whsec_")} {
 				if strings.Contains(stderr.String(), secret) {
 					t.Errorf("stderr quotes a secret (%q): %s", secret, stderr.String())
 				}

@@ -30,7 +30,7 @@ const (
 const MinKeyBytes = 24
 
 // Providers are the endpoints the receiver serves, /webhooks/<provider>.
-var Providers = []string{outbox.ProviderClerk, outbox.ProviderStack, outbox.ProviderGeneric}
+var Providers = []string{outbox.ProviderClerk, outbox.ProviderStack, outbox.ProviderWorkOS, outbox.ProviderGeneric}
 
 // SecretEnv names the environment variable that holds a provider's secrets;
 // answers and errors point the operator at it.
@@ -40,6 +40,8 @@ func SecretEnv(provider string) string {
 		return "CLERK_WEBHOOK_SECRET"
 	case outbox.ProviderStack:
 		return "STACK_WEBHOOK_SECRET"
+	case outbox.ProviderWorkOS:
+		return "WORKOS_WEBHOOK_SECRET"
 	}
 	return "GENERIC_WEBHOOK_SECRET"
 }
@@ -50,8 +52,8 @@ type Config struct {
 	DatabaseURL string
 	// Listen is the TCP address to serve on (Run only; default :8080).
 	Listen string
-	// Secrets maps a provider (clerk, stack, generic) to its space-separated
-	// signing secrets; a provider without secrets answers 404.
+	// Secrets maps a provider (clerk, stack, workos, generic) to its
+	// space-separated signing secrets; a provider without secrets answers 404.
 	Secrets map[string]string
 	// MaxBody is the largest body accepted, in bytes (default 1 MiB).
 	MaxBody int64
@@ -65,7 +67,8 @@ type Config struct {
 	MaxConns int
 	// InsertTimeout bounds one insert, pool wait included (default 5s); past it the answer is 503.
 	InsertTimeout time.Duration
-	// Tolerance is how far a signature timestamp may be from Now (default 5m).
+	// Tolerance is how far a Svix signature timestamp may be from Now
+	// (default 5m); WorkOS signatures have WorkOSTolerance.
 	Tolerance time.Duration
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown (default 30s).
 	ShutdownTimeout time.Duration
@@ -132,26 +135,36 @@ func (c Config) Validate() error {
 
 // ErrNoSecrets is returned when no provider has a secret: such a receiver
 // could only answer 404.
-var ErrNoSecrets = errors.New("no webhook secret: set CLERK_WEBHOOK_SECRET, STACK_WEBHOOK_SECRET or GENERIC_WEBHOOK_SECRET")
+var ErrNoSecrets = errors.New("no webhook secret: set CLERK_WEBHOOK_SECRET, STACK_WEBHOOK_SECRET, WORKOS_WEBHOOK_SECRET or GENERIC_WEBHOOK_SECRET")
 
-// verifiers parses the secrets into one Verifier per configured provider.
+// ParseKeys parses a provider's space-separated secrets into HMAC keys: the
+// base64 after whsec_ for Svix senders (ParseSecrets), the secret as is for
+// WorkOS (ParseWorkOSSecrets). Errors never quote a secret.
+func ParseKeys(provider, list string) ([][]byte, error) {
+	if provider == outbox.ProviderWorkOS {
+		return ParseWorkOSSecrets(list)
+	}
+	return ParseSecrets(list)
+}
+
+// verifiers parses the secrets into one verifier per configured provider.
 // It refuses keys shorter than MinKeyBytes, and a key shared by two
 // providers: the signature does not cover the provider, so a delivery
 // signed with a shared key would be stored once under each.
-func (c Config) verifiers() (map[string]*Verifier, error) {
+func (c Config) verifiers() (map[string]verifier, error) {
 	for provider := range c.Secrets {
 		if !slices.Contains(Providers, provider) {
-			return nil, fmt.Errorf("unknown provider %q in Secrets: want clerk, stack or generic", provider)
+			return nil, fmt.Errorf("unknown provider %q in Secrets: want clerk, stack, workos or generic", provider)
 		}
 	}
-	out := make(map[string]*Verifier)
+	out := make(map[string]verifier)
 	owner := map[string]string{} // key -> the first provider that has it
 	for _, provider := range Providers {
 		list := c.Secrets[provider]
 		if strings.TrimSpace(list) == "" {
 			continue
 		}
-		keys, err := ParseSecrets(list)
+		keys, err := ParseKeys(provider, list)
 		if err != nil {
 			return nil, fmt.Errorf("secrets of %s (%s): %w", provider, SecretEnv(provider), err)
 		}
@@ -165,7 +178,11 @@ func (c Config) verifiers() (map[string]*Verifier, error) {
 			}
 			owner[string(key)] = provider
 		}
-		out[provider] = NewVerifier(keys, c.Tolerance, c.Now)
+		if provider == outbox.ProviderWorkOS {
+			out[provider] = NewWorkOSVerifier(keys, c.Now)
+		} else {
+			out[provider] = NewVerifier(keys, c.Tolerance, c.Now)
+		}
 	}
 	if len(out) == 0 {
 		return nil, ErrNoSecrets

@@ -18,11 +18,11 @@ import (
 	"github.com/usersync/usersync/outbox"
 )
 
-// Handler serves POST /webhooks/{clerk,stack,generic} and GET /healthz.
+// Handler serves POST /webhooks/{clerk,stack,workos,generic} and GET /healthz.
 type Handler struct {
 	cfg       Config
 	db        outbox.Querier
-	verifiers map[string]*Verifier
+	verifiers map[string]verifier
 	// bodies bounds the bytes of the bodies being read at once.
 	bodies *semaphore.Weighted
 	mux    *http.ServeMux
@@ -115,7 +115,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) receive(w http.ResponseWriter, r *http.Request, provider string) result {
 	// Refuse what the headers alone condemn before reading any body.
 	if !slices.Contains(Providers, provider) {
-		return result{status: http.StatusNotFound, outcome: outcomeNotConfigured, reason: fmt.Sprintf("unknown provider %q: the endpoints are /webhooks/clerk, /webhooks/stack and /webhooks/generic", provider), unread: true}
+		return result{status: http.StatusNotFound, outcome: outcomeNotConfigured, reason: fmt.Sprintf("unknown provider %q: the endpoints are /webhooks/clerk, /webhooks/stack, /webhooks/workos and /webhooks/generic", provider), unread: true}
 	}
 	v := h.verifiers[provider]
 	if v == nil {
@@ -143,13 +143,17 @@ func (h *Handler) receive(w http.ResponseWriter, r *http.Request, provider strin
 	if !ok {
 		return res
 	}
-	if err := sig.check(v.keys, body); err != nil {
+	if err := v.check(sig, body); err != nil {
 		return result{status: http.StatusUnauthorized, outcome: outcomeUnauthorized, reason: err.Error()}
 	}
-	id := sig.id
-	env, err := parseEnvelope(body)
+	env, err := parseEnvelope(body, provider)
 	if err != nil {
-		return result{status: http.StatusBadRequest, outcome: outcomeBadRequest, reason: err.Error(), eventID: id}
+		return result{status: http.StatusBadRequest, outcome: outcomeBadRequest, reason: err.Error(), eventID: sig.id}
+	}
+	// The event id is a header (Svix), else the body's own (WorkOS).
+	id := sig.id
+	if id == "" {
+		id = env.ID
 	}
 	res = result{eventType: env.Type, eventID: id}
 	if env.Type != outbox.TypeCreated && env.Type != outbox.TypeUpdated && env.Type != outbox.TypeDeleted {

@@ -63,6 +63,17 @@ func decodeSecret(s string) ([]byte, error) {
 	return key, err
 }
 
+// verifier is a provider's signature scheme, split in two so that the
+// handler can refuse from the headers alone before it reads a body.
+type verifier interface {
+	// parse reads the signature headers, refusing what they alone condemn.
+	parse(h http.Header) (signature, error)
+	// check verifies the parsed signature over body.
+	check(sig signature, body []byte) error
+}
+
+var _ verifier = (*Verifier)(nil)
+
 // Verifier checks Svix / Standard Webhooks signatures: HMAC-SHA256, keyed with
 // each secret in turn, over "id.timestamp.body", compared in constant time
 // with every "v1,<base64>" entry of the signature header.
@@ -91,10 +102,14 @@ func (v *Verifier) Verify(h http.Header, body []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := sig.check(v.keys, body); err != nil {
+	if err := v.check(sig, body); err != nil {
 		return "", err
 	}
 	return sig.id, nil
+}
+
+func (v *Verifier) check(sig signature, body []byte) error {
+	return sig.check(v.keys, body)
 }
 
 // parse reads the signature headers once, refusing from them alone what
@@ -157,7 +172,8 @@ func header(h http.Header, name string) string {
 
 // signature is a delivery's signature headers, parsed once.
 type signature struct {
-	// id is the delivery's message id when the headers carry one.
+	// id is the delivery's message id when the headers carry one (Svix;
+	// WorkOS puts the event id in the body).
 	id string
 	// signed is what the sender's MAC covers before the body.
 	signed []byte
