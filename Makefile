@@ -11,8 +11,10 @@ GOFILES_CMD := find . \( -name bin -o -name vendor -o -name testdata -o -name no
 
 .DEFAULT_GOAL := help
 PG_MAJORS ?= 14 15 16 17 18
+DURATION  ?= 30m
+SEED      ?= 0
 
-.PHONY: help build test test-matrix lint fuzz bench demo clean
+.PHONY: help build test test-matrix soak lint fuzz bench demo clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +35,9 @@ test-matrix: ## Run `make test` on each PostgreSQL major of PG_MAJORS (default 1
 		echo "==> PostgreSQL $$v: $$result in $$(( $$(date +%s) - start ))s"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "test-matrix: failed on PostgreSQL$$failed"; exit 1; fi
+
+soak: build ## Run bin/replicator under load and random faults for DURATION (30m), then check the invariants; SEED=n replays
+	$(GO) run ./scripts/soak -duration $(DURATION) -seed $(SEED) -bin bin/replicator
 
 lint: ## Check formatting (gofmt), then run go vet and staticcheck
 	@files=$$($(GOFILES_CMD) | xargs -r gofmt -l) || exit 1; \
