@@ -118,6 +118,7 @@ func testSlotInvalidated(t *testing.T, settings map[string]string, wantCause str
 	cluster := pgtest.NewCluster(t, settings)
 	db := migratedDB(t, cluster.URL("postgres"))
 	r := db.start(Config{})
+	waitStreaming(t, r) // past the first catch-up: the slot owes none
 	for i := range 10 {
 		db.insert(event{provider: "generic", typ: "user.created", payload: genericUser(fmt.Sprintf("v%d", i), "first"), occurredAt: at(10 + i)})
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -309,13 +309,14 @@ func (s *soak) invalidateSlot(ctx context.Context, _ *rand.Rand) error {
 	return nil
 }
 
-// percentile returns the p-th percentile (0-100) of ds.
+// percentile returns the p-th percentile (0-100] of ds by the nearest-rank
+// method: the smallest value with at least p% of the values at or below it.
 func percentile(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
 	}
 	sorted := slices.Clone(ds)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	i := int(float64(len(sorted)-1) * p / 100)
-	return sorted[i]
+	slices.Sort(sorted)
+	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
+	return sorted[min(max(rank, 1), len(sorted))-1]
 }
