@@ -11,6 +11,8 @@ GOFILES_CMD := find . \( -name bin -o -name vendor -o -name testdata -o -name no
 
 .DEFAULT_GOAL := help
 PG_MAJORS ?= 14 15 16 17 18
+# test-matrix runs the minute-long network fault tests on this major only.
+LONG_FAULTS_ON ?= 18
 DURATION  ?= 30m
 SEED      ?= 0
 
@@ -25,13 +27,14 @@ build: ## Build bin/replicator
 test: ## Run all tests with the race detector (starts throwaway PostgreSQL clusters)
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-test-matrix: ## Run `make test` on each PostgreSQL major of PG_MAJORS (default 14 15 16 17 18), one after another
+test-matrix: ## Run `make test` on each PostgreSQL major of PG_MAJORS (14 15 16 17 18), one after another; the long network tests on LONG_FAULTS_ON (18) only
 	@failed=""; \
 	for v in $(PG_MAJORS); do \
 		dir=$$(scripts/install-postgres.sh $$v) || exit 1; \
 		echo "==> make test on PostgreSQL $$v ($$dir)"; \
 		start=$$(date +%s); \
-		if PG_BINDIR=$$dir $(MAKE) --no-print-directory test; then result=ok; else result=FAILED; failed="$$failed $$v"; fi; \
+		long=0; if [ "$$v" = "$(LONG_FAULTS_ON)" ]; then long=1; fi; \
+		if PG_BINDIR=$$dir USERSYNC_LONG_FAULTS=$$long $(MAKE) --no-print-directory test; then result=ok; else result=FAILED; failed="$$failed $$v"; fi; \
 		echo "==> PostgreSQL $$v: $$result in $$(( $$(date +%s) - start ))s"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "test-matrix: failed on PostgreSQL$$failed"; exit 1; fi

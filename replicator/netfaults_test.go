@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,17 @@ func proxied(t *testing.T, db *testDB) (*testDB, *netfault.Proxy) {
 	return &via, p
 }
 
+// longNetworkTest skips a minute-long network test when
+// USERSYNC_LONG_FAULTS=0: `make test-matrix` runs these on one PostgreSQL
+// major only (LONG_FAULTS_ON in the Makefile), as what they exercise — the
+// replicator's handling of the network — is the same on every version.
+func longNetworkTest(t *testing.T) {
+	t.Helper()
+	if os.Getenv("USERSYNC_LONG_FAULTS") == "0" {
+		t.Skip("USERSYNC_LONG_FAULTS=0: make test-matrix runs this minute-long network test on one PostgreSQL major only")
+	}
+}
+
 // waitFolding waits until the replicator has folded more rows than it had.
 func waitFolding(t *testing.T, db *testDB, what string) {
 	t.Helper()
@@ -57,6 +69,7 @@ func waitFolding(t *testing.T, db *testDB, what string) {
 // must notice the silence on its own, abandon the apply and try a new
 // connection during the partition, then catch up once the network is back.
 func TestRun_NetworkBlackhole(t *testing.T) {
+	longNetworkTest(t)
 	t.Parallel()
 	const partition = 60 * time.Second
 	ctx := context.Background()
@@ -131,6 +144,7 @@ func TestRun_NetworkBlackhole(t *testing.T) {
 // keep the walsender answered throughout, fold everything and never
 // reconnect.
 func TestRun_NetworkLatency(t *testing.T) {
+	longNetworkTest(t)
 	t.Parallel()
 	ctx := context.Background()
 	cluster := pgtest.NewCluster(t, map[string]string{"wal_sender_timeout": "3s"})

@@ -2,7 +2,10 @@ package webhook
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,12 +13,18 @@ import (
 	"github.com/usersync/usersync/replicator"
 )
 
-// runReplicator runs replicator.Run on url until the test ends.
+// e2eSlots numbers the slots of the end-to-end tests: slot names are
+// cluster-wide, and the tests share one cluster in parallel.
+var e2eSlots atomic.Int64
+
+// runReplicator runs replicator.Run on url, with a slot of its own, until
+// the test ends.
 func runReplicator(t *testing.T, url string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- replicator.Run(ctx, replicator.Config{DatabaseURL: url}) }()
+	slot := fmt.Sprintf("e2e_%d_%d", os.Getpid(), e2eSlots.Add(1))
+	go func() { done <- replicator.Run(ctx, replicator.Config{DatabaseURL: url, Slot: slot}) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
