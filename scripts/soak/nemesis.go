@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,10 @@ func selectFaults(only string) error {
 	return nil
 }
 
+// errNoActive means the fault needs a streaming instance and none was:
+// nothing was injected (the last fault's recovery may still be under way).
+var errNoActive = errors.New("no instance is streaming")
+
 // faultStats is what the summary reports per fault.
 type faultStats struct {
 	injected  int
@@ -75,10 +80,15 @@ func (s *soak) nemesis(ctx context.Context, rng *rand.Rand) error {
 		f := faults[rng.IntN(len(faults))]
 		s.logf("fault %d: %s", probe+1, f.name)
 		st := s.faults[f.name]
-		st.injected++
-		if err := f.inject(s, context.WithoutCancel(ctx), rng); err != nil {
+		err := f.inject(s, context.WithoutCancel(ctx), rng)
+		if errors.Is(err, errNoActive) {
+			s.logf("  skipped: %v", err)
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("inject %s: %w", f.name, err)
 		}
+		st.injected++
 		took, err := s.probe(context.WithoutCancel(ctx), probe)
 		if err != nil {
 			st.failed++
@@ -139,7 +149,7 @@ func (s *soak) withConn(ctx context.Context, f func(*pgx.Conn) error) error {
 func (s *soak) killActive(ctx context.Context, rng *rand.Rand) error {
 	victim := s.active()
 	if victim == nil {
-		return s.ensureReplicator()
+		return cmp.Or(s.ensureReplicator(), errNoActive)
 	}
 	victim.kill9()
 	s.forget(victim)
@@ -212,7 +222,7 @@ func (s *soak) resets(ctx context.Context, rng *rand.Rand) error {
 func (s *soak) freeze(ctx context.Context, rng *rand.Rand) error {
 	active := s.active()
 	if active == nil {
-		return s.ensureReplicator()
+		return cmp.Or(s.ensureReplicator(), errNoActive)
 	}
 	standby, err := s.startReplicator()
 	if err != nil {
