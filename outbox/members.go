@@ -14,7 +14,7 @@ import (
 // adapter reads them, so that each value is type-checked where it is used and
 // the payload is not decoded again into typed structs.
 type members struct {
-	m map[string]json.RawMessage
+	m fields
 	// loc says where the object sits, for reject reasons: `in "data"`.
 	loc string
 }
@@ -78,7 +78,7 @@ func parseMillis(v json.RawMessage) (time.Time, string) {
 // parseRFC3339 reads a JSON string holding an RFC 3339 time.
 func parseRFC3339(v json.RawMessage) (time.Time, string) {
 	var s string
-	if kind(v) != "string" || json.Unmarshal(v, &s) != nil {
+	if kind(v) != "string" || !unquote(v, &s) {
 		return time.Time{}, "want an RFC 3339 time"
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
@@ -101,7 +101,7 @@ var isoLayouts = []string{
 // parseISO8601 reads a JSON string holding an ISO 8601 date and time.
 func parseISO8601(v json.RawMessage) (time.Time, string) {
 	var s string
-	if kind(v) != "string" || json.Unmarshal(v, &s) != nil {
+	if kind(v) != "string" || !unquote(v, &s) {
 		return time.Time{}, "want an ISO 8601 time string"
 	}
 	for _, layout := range isoLayouts {
