@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// makeBenchCommand is what `make bench` runs (see the Makefile).
+const makeBenchCommand = "go run ./scripts/bench -replicator bin/replicator"
+
 // markdown renders docs/benchmarks.md.
 func markdown(r *results) string {
 	var b strings.Builder
@@ -18,9 +21,12 @@ func markdown(r *results) string {
 	p("")
 	p("<!-- Written by scripts/bench (`make bench`); rerun it rather than edit this file. -->")
 	p("")
-	p("Measured %s by `%s` (`make bench` runs `go run ./scripts/bench -replicator bin/replicator`),",
-		r.Started.UTC().Format("2006-01-02 15:04 MST"), r.command())
-	p("in %s, on one throwaway PostgreSQL cluster.", r.Took.Round(time.Second))
+	by := "`" + r.command() + "`"
+	if r.command() == makeBenchCommand {
+		by = "`make bench` (`" + makeBenchCommand + "`)"
+	}
+	p("Measured %s by %s, in %s, on one throwaway PostgreSQL cluster.",
+		r.Started.UTC().Format("2006-01-02 15:04 MST"), by, r.Took.Round(time.Second))
 	p("The references ran in the same run, on the same machine, right before or after the")
 	p("replicator: compare the ratios, not the absolute figures across runs.")
 	p("")

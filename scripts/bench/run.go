@@ -49,8 +49,10 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (_ *results, 
 			return nil, err
 		}
 	}
-	b.logf("starting a throwaway PostgreSQL cluster")
-	b.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{"track_commit_timestamp": "on"}})
+	b.cluster, err = pgcluster.Start(ctx, pgcluster.Options{
+		Settings: map[string]string{"track_commit_timestamp": "on"},
+		Logf:     b.logf,
+	})
 	if err != nil {
 		return nil, err
 	}
