@@ -36,7 +36,7 @@ fuzz: ## Run each fuzz target (./outbox/...) for FUZZTIME (default 30s)
 		done; \
 	done
 
-bench: build ## Measure the replicator against references (~4 min); writes docs/benchmarks.md (BENCHFLAGS=-h lists the flags)
+bench: build ## Measure the replicator against references (3-4 min); writes docs/benchmarks.md (BENCHFLAGS=-h lists the flags)
 	$(GO) run ./scripts/bench -replicator bin/replicator $(BENCHFLAGS)
 
 bench-go: ## Run the Go micro-benchmarks (go test -bench)
