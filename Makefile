@@ -10,10 +10,10 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOFILES_CMD := find . \( -name bin -o -name vendor -o -name testdata -o -name node_modules -o -name '.?*' \) -prune -o -type f -name '*.go' -print
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint fuzz bench demo clean
+.PHONY: help build test lint fuzz bench bench-go demo clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build bin/replicator
 	$(GO) build -o bin/replicator ./cmd/replicator
@@ -36,7 +36,10 @@ fuzz: ## Run each fuzz target (./outbox/...) for FUZZTIME (default 30s)
 		done; \
 	done
 
-bench: ## Run the benchmarks
+bench: build ## Measure the replicator against references (3-4 min); writes docs/benchmarks.md (BENCHFLAGS=-h lists the flags)
+	$(GO) run ./scripts/bench -replicator bin/replicator $(BENCHFLAGS)
+
+bench-go: ## Run the Go micro-benchmarks (go test -bench)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 demo: ## Run the replicator against a throwaway local database, with demo traffic
