@@ -16,6 +16,7 @@ const (
 const (
 	ProviderClerk   = "clerk"
 	ProviderStack   = "stack"
+	ProviderWorkOS  = "workos"
 	ProviderGeneric = "generic"
 )
 
@@ -23,7 +24,7 @@ const (
 type Record struct {
 	// ID is the outbox row's identity.
 	ID int64
-	// Provider names the adapter: clerk, stack or generic.
+	// Provider names the adapter: clerk, stack, workos or generic.
 	Provider string
 	// EventType is user.created, user.updated or user.deleted.
 	EventType string
