@@ -301,3 +301,16 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestRun_ListingNotFoundNamesTheURL(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(status(404))
+	defer srv.Close()
+	r := &run{cfg: Config{Provider: outbox.ProviderClerk, APIURL: srv.URL + "/v1"}}
+	c, _ := newTestClient(t, srv, func(c *Config) { c.APIURL = srv.URL + "/v1" })
+	r.src = &clerkSource{api: c, pageSize: 10}
+	err := r.list(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "check --api-url") || !strings.Contains(err.Error(), srv.URL+"/v1") {
+		t.Errorf("list = %v; want a sentence about --api-url naming it", err)
+	}
+}

@@ -304,3 +304,24 @@ func TestRun_RefusesUnmigratedDatabase(t *testing.T) {
 		t.Errorf("%d requests to the provider before checking the database", srv.Requests())
 	}
 }
+
+// TestRun_SkipsWhatPostgresCannotStore: one user object jsonb refuses (an
+// unpaired surrogate escape) is skipped and logged; the rest of its page is
+// imported, and the import goes on.
+func TestRun_SkipsWhatPostgresCannotStore(t *testing.T) {
+	t.Parallel()
+	k := kits[0]
+	e := newEnv(t)
+	srv := k.fake(t)
+	good1, good3 := k.user(1, "v1", baseTime), k.user(3, "v1", baseTime)
+	bad := json.RawMessage(strings.Replace(string(k.user(2, "v1", baseTime)), `"first_name":"First2"`, `"first_name":"\ud800"`, 1))
+	srv.SetUsers(good1, bad, good3, k.user(4, "v1", baseTime))
+	sum := e.mustRun(e.config(k, srv, &sleeps{}))
+	if sum.Listed != 4 || sum.Inserted != 3 || sum.Skipped != 1 || sum.AlreadyPresent != 0 {
+		t.Errorf("summary %+v; want 4 listed, 3 inserted, 1 skipped", sum)
+	}
+	if !strings.Contains(e.logs.String(), k.userID(2)) {
+		t.Errorf("the skipped user is not in the logs:\n%s", e.logs.String())
+	}
+	e.waitUsers([]syncRow{k.row(1, "v1", good1, false), k.row(3, "v1", good3, false), k.row(4, "v1", k.user(4, "v1", baseTime), false)})
+}

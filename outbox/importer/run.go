@@ -100,6 +100,10 @@ func (r *run) list(ctx context.Context) error {
 	cursor := ""
 	for {
 		p, err := r.src.listPage(ctx, cursor)
+		if errors.Is(err, errNotFound) {
+			return fmt.Errorf("list %s users: the API answered 404 Not Found: check --api-url, the base URL without the API path (%s)",
+				r.cfg.Provider, r.cfg.APIURL)
+		}
 		if err != nil {
 			return fmt.Errorf("list %s users (page %d): %w", r.cfg.Provider, r.sum.Pages+1, err)
 		}
@@ -132,12 +136,17 @@ func (r *run) importUsers(ctx context.Context, p page, fetchedAt time.Time) erro
 		}
 		rows = append(rows, row)
 	}
-	n, err := writeImports(ctx, r.conn, r.cfg.Provider, rows, r.cfg.PruneMissing, r.cfg.DryRun)
+	res, err := writeImports(ctx, r.conn, r.cfg.Provider, rows, r.cfg.PruneMissing, r.cfg.DryRun)
 	if err != nil {
 		return err
 	}
-	r.sum.Inserted += n
-	r.sum.AlreadyPresent += int64(len(rows)) - n
+	for _, refused := range res.refused {
+		r.cfg.Logger.Warn("skipped a user Postgres cannot store", "provider", r.cfg.Provider,
+			"user_id", refused.userID, "reason", refused.reason)
+	}
+	r.sum.Inserted += res.inserted
+	r.sum.Skipped += int64(len(res.refused))
+	r.sum.AlreadyPresent += int64(len(rows)-len(res.refused)) - res.inserted
 	return nil
 }
 

@@ -2,10 +2,13 @@ package importer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The outbox writer. Every statement runs on the one connection Run is
@@ -66,36 +69,104 @@ FROM unnest($2::text[], $3::text[]) AS t(id, event_id)
 ON CONFLICT (provider, event_id) DO NOTHING`
 )
 
+// pageResult is what writing a page did.
+type pageResult struct {
+	// inserted counts the new rows (would be new, in a dry run).
+	inserted int64
+	// refused lists the rows Postgres would not store.
+	refused []refusedRow
+}
+
+// refusedRow is a user object Postgres refused, and why.
+type refusedRow struct{ userID, reason string }
+
 // writeImports commits one page: its rows (only counted when dryRun) and,
-// when recordSeen, its user ids in seenTable. It returns how many rows were
-// new (would be new, in a dry run).
-func writeImports(ctx context.Context, conn *pgx.Conn, provider string, rows []importRow, recordSeen, dryRun bool) (int64, error) {
-	payloads, eventIDs, userIDs := make([]string, len(rows)), make([]string, len(rows)), make([]string, len(rows))
-	occurred := make([]time.Time, len(rows))
-	for i, r := range rows {
-		payloads[i], eventIDs[i], userIDs[i], occurred[i] = string(r.payload), r.eventID, r.userID, r.occurredAt
-	}
-	var n int64
+// when recordSeen, the ids of all its users in seenTable.
+func writeImports(ctx context.Context, conn *pgx.Conn, provider string, rows []importRow, recordSeen, dryRun bool) (pageResult, error) {
+	var res pageResult
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var err error
 		if dryRun {
-			if err := tx.QueryRow(ctx, countNewSQL, provider, eventIDs).Scan(&n); err != nil {
-				return fmt.Errorf("count the new rows: %w", err)
-			}
+			res, err = countNew(ctx, tx, provider, rows)
 		} else {
-			tag, err := tx.Exec(ctx, insertImportSQL, provider, payloads, eventIDs, occurred)
-			if err != nil {
-				return fmt.Errorf("insert into neon_auth.outbox: %w", err)
-			}
-			n = tag.RowsAffected()
+			res, err = insertRows(ctx, tx, provider, rows)
 		}
-		if recordSeen {
-			if _, err := tx.Exec(ctx, insertSeenSQL, userIDs); err != nil {
-				return fmt.Errorf("record the listed users: %w", err)
-			}
+		if err != nil || !recordSeen {
+			return err
+		}
+		userIDs := make([]string, len(rows))
+		for i, r := range rows {
+			userIDs[i] = r.userID
+		}
+		if _, err := tx.Exec(ctx, insertSeenSQL, userIDs); err != nil {
+			return fmt.Errorf("record the listed users: %w", err)
 		}
 		return nil
 	})
-	return n, err
+	return res, err
+}
+
+func countNew(ctx context.Context, tx pgx.Tx, provider string, rows []importRow) (pageResult, error) {
+	eventIDs := make([]string, len(rows))
+	for i, r := range rows {
+		eventIDs[i] = r.eventID
+	}
+	var res pageResult
+	if err := tx.QueryRow(ctx, countNewSQL, provider, eventIDs).Scan(&res.inserted); err != nil {
+		return res, fmt.Errorf("count the new rows: %w", err)
+	}
+	return res, nil
+}
+
+// insertRows inserts the rows in one statement. When Postgres refuses some
+// data (a string jsonb cannot hold, such as an unpaired surrogate escape; a
+// document nested too deep), it inserts them one at a time instead, so one
+// odd user cannot block the import, and reports those it refused.
+func insertRows(ctx context.Context, tx pgx.Tx, provider string, rows []importRow) (pageResult, error) {
+	n, err := insertUnderSavepoint(ctx, tx, provider, rows)
+	if err == nil || !refusedData(err) {
+		return pageResult{inserted: n}, err
+	}
+	var res pageResult
+	for _, r := range rows {
+		n, err := insertUnderSavepoint(ctx, tx, provider, []importRow{r})
+		var pgErr *pgconn.PgError
+		switch {
+		case refusedData(err) && errors.As(err, &pgErr):
+			res.refused = append(res.refused, refusedRow{userID: r.userID, reason: pgErr.Message + ": " + pgErr.Detail})
+		case err != nil:
+			return res, err
+		default:
+			res.inserted += n
+		}
+	}
+	return res, nil
+}
+
+func insertUnderSavepoint(ctx context.Context, tx pgx.Tx, provider string, rows []importRow) (int64, error) {
+	payloads, eventIDs := make([]string, len(rows)), make([]string, len(rows))
+	occurred := make([]time.Time, len(rows))
+	for i, r := range rows {
+		payloads[i], eventIDs[i], occurred[i] = string(r.payload), r.eventID, r.occurredAt
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("savepoint: %w", err)
+	}
+	tag, err := sp.Exec(ctx, insertImportSQL, provider, payloads, eventIDs, occurred)
+	if err != nil {
+		_ = sp.Rollback(ctx)
+		return 0, fmt.Errorf("insert into neon_auth.outbox: %w", err)
+	}
+	return tag.RowsAffected(), sp.Commit(ctx)
+}
+
+// refusedData reports whether Postgres refused the values themselves (data
+// exception, or a program limit such as the nesting depth), which inserting
+// them again cannot cure.
+func refusedData(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "54"))
 }
 
 // pruneCandidates returns up to limit ids, after the id after, of live
