@@ -111,6 +111,11 @@ type State struct {
 	Profile Key
 	// Last is the greatest key of any folded event; zero when none.
 	Last Key
+	// RawFrom is the outbox id of the event whose user object is
+	// Row.RawJSON; zero when the row's content came from elsewhere (an
+	// earlier apply, loaded from the database). The replicator uses it to
+	// send each object to the database once and reference it from there.
+	RawFrom int64
 }
 
 // Operation is what folding one event did, as recorded in users_sync_history.
