@@ -2,7 +2,7 @@
 
 GO       ?= go
 FUZZTIME ?= 30s
-FUZZPKGS := ./outbox/ ./outbox/webhook/
+FUZZPKGS := ./outbox/ ./outbox/webhook/ ./outbox/importer/
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Go files to check with gofmt, skipping build output, vendored code,

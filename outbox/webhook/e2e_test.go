@@ -2,7 +2,9 @@ package webhook
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,12 +12,17 @@ import (
 	"github.com/usersync/usersync/replicator"
 )
 
+// slotSeq names each test's replication slot: slots belong to the server,
+// which the parallel tests share, not to their databases.
+var slotSeq atomic.Int64
+
 // runReplicator runs replicator.Run on url until the test ends.
 func runReplicator(t *testing.T, url string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- replicator.Run(ctx, replicator.Config{DatabaseURL: url}) }()
+	slot := fmt.Sprintf("webhook_e2e_%d", slotSeq.Add(1))
+	go func() { done <- replicator.Run(ctx, replicator.Config{DatabaseURL: url, Slot: slot}) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
