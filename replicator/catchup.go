@@ -24,17 +24,31 @@ const catchUpSQL = `SELECT o.id::text, o.provider, o.event_type, o.payload::text
 
 // catchUp folds every outbox row not yet accounted for, range by range: the
 // initial backfill of rows committed before the slot existed, and the
-// recovery after a slot was dropped or invalidated. It reads on a connection
-// of its own, so each row is read once and applied in batches as it arrives,
-// with memory bounded by the batch caps whatever the payload sizes.
-func (r *runner) catchUp(ctx context.Context, app *applier, slotRecreated bool) error {
+// recovery after a slot was dropped or invalidated. It reads in one
+// repeatable-read transaction on a connection of its own, so each row is
+// read once and applied in batches as it arrives, with memory bounded by
+// the batch caps whatever the payload sizes.
+//
+// snapshotReader, when the session created the slot, already reads under
+// the snapshot exported with it: exactly the rows the slot will not stream;
+// catchUp closes it. Otherwise (the sweep on process start) a fresh snapshot is taken: rows
+// committed after it are in the slot, which exists by then.
+func (r *runner) catchUp(ctx context.Context, app *applier, snapshotReader *pgx.Conn, slotRecreated bool) error {
 	started := time.Now()
-	reader, err := connectApply(ctx, r.cfg.DatabaseURL)
-	if err != nil {
-		return err
+	reader := snapshotReader
+	if reader == nil {
+		var err error
+		if reader, err = connectReader(ctx, r.cfg.DatabaseURL); err != nil {
+			return err
+		}
+		if _, err := reader.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"); err != nil {
+			_ = reader.Close(context.WithoutCancel(ctx))
+			return fmt.Errorf("begin catch-up snapshot: %w", err)
+		}
 	}
+	// The reader, and the snapshot that holds back vacuum, last no longer
+	// than the catch-up.
 	defer func() { _ = reader.Close(context.WithoutCancel(ctx)) }()
-	// Rows committed after this read are in the slot, which exists by now.
 	var after, last int64
 	if err := reader.QueryRow(ctx, "SELECT COALESCE(min(id) - 1, 0), COALESCE(max(id), 0) FROM neon_auth.outbox").Scan(&after, &last); err != nil {
 		return fmt.Errorf("read outbox bounds: %w", err)
@@ -57,6 +71,25 @@ func (r *runner) catchUp(ctx context.Context, app *applier, slotRecreated bool) 
 		r.logger.Info("caught up with the outbox", "folded", b.total.Folded, "rejected", b.total.Rejected, "took", took)
 	}
 	return nil
+}
+
+// openSnapshotReader opens the catch-up's reader inside a repeatable-read
+// transaction that imports snapshot, the one exported when the slot was
+// created. It must run before the replication connection's next command,
+// which ends the export.
+func openSnapshotReader(ctx context.Context, url, snapshot string) (*pgx.Conn, error) {
+	reader, err := connectReader(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+	b.Queue("SET TRANSACTION SNAPSHOT '" + snapshot + "'") // checked by createSlot against snapshotName
+	if err := reader.SendBatch(ctx, b).Close(); err != nil {
+		_ = reader.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("import the slot's snapshot: %w", err)
+	}
+	return reader, nil
 }
 
 // catchUpBatch accumulates catch-up rows and applies them when full.

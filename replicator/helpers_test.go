@@ -285,3 +285,5 @@ func readUsers(t testing.TB, ctx context.Context, conn *pgx.Conn) map[string]*ou
 var nonIdent = regexp.MustCompile(`[^a-zA-Z0-9_]`)
 
 func ptr[T any](v T) *T { return &v }
+
+var discardLogger = slog.New(slog.DiscardHandler)

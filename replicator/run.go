@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -101,20 +102,25 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 	if err := ensurePublication(ctx, conn, r.cfg.Publication, r.logger); err != nil {
 		return false, err
 	}
-	slot, created, err := ensureSlot(ctx, conn, r.cfg.Slot, r.logger)
-	if err != nil {
-		return false, err
-	}
-	resumeAt, err := readCheckpointLSN(ctx, conn, r.cfg.Slot)
-	if err != nil {
-		return false, err
-	}
-	start := max(resumeAt, slot.ConfirmedFlush)
-	repl, err := r.startReplication(ctx, start)
+	repl, err := connectReplication(ctx, r.cfg.DatabaseURL)
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = repl.Close(context.WithoutCancel(ctx)) }()
+	st, err := prepareSlot(ctx, conn, repl, r.cfg.Slot, r.logger)
+	if err != nil {
+		return false, err
+	}
+	var reader *pgx.Conn // set when the slot was created: reads under its snapshot
+	if st.Created {
+		if reader, err = openSnapshotReader(ctx, r.cfg.DatabaseURL, st.Snapshot); err != nil {
+			return false, err
+		}
+		defer func() { _ = reader.Close(context.WithoutCancel(ctx)) }()
+	}
+	if err := r.startReplication(ctx, repl, st.LSN); err != nil {
+		return false, err
+	}
 	// From here on this instance holds the slot: only now may it fence others.
 	if r.standingBy {
 		r.logger.Info("slot is free; taking over")
@@ -130,28 +136,33 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 		typeMap:   pgtype.NewMap(),
 		relations: make(map[uint32]*relation),
 	}
+	start := st.LSN
 	s.confirmed.Store(uint64(start))
 	// Taking ownership may wait on the row lock of an instance paused mid-apply,
 	// and the catch-up may take long: both run once the reader answers the
 	// walsender, so that neither can make it time out.
 	prepare := func(ctx context.Context) error {
-		ck, err := takeOwnership(ctx, conn, r.cfg.Slot)
+		ck, err := takeOwnership(ctx, conn, r.cfg.Slot, st.ResetCheckpoint, st.LSN, r.logger)
 		if err != nil {
 			return err
 		}
 		app.generation = ck.Generation
 		switch {
-		case created && ck.Fresh:
+		case st.Created && ck.Fresh:
 			r.logger.Info("created replication slot", "publication", r.cfg.Publication)
-		case created:
+		case st.Created && !st.Recreated:
 			r.logger.Warn("replication slot was missing (Neon drops slots idle ~40h and on branch restore); recreated it and folding what it missed from the outbox")
 		}
-		if !r.needCatchUp && !created && !ck.owesCatchUp() {
+		if !r.needCatchUp && !st.Created && !ck.owesCatchUp() {
 			return nil
 		}
-		if err := r.catchUp(ctx, app, !ck.Fresh && (created || ck.owesCatchUp())); err != nil {
+		if err := r.catchUp(ctx, app, reader, st.Created && !ck.Fresh); err != nil {
 			return err
 		}
+		// A debt found here by an instance that did not create the slot is
+		// one a failed creation recorded: prepareSlot would have seen any
+		// real one (a creation records its debt first) and recreated the
+		// slot. So the catch-up just done pays it.
 		if err := markCaughtUp(ctx, conn, r.cfg.Slot, ck.Generation, ck.CatchUpEpoch); err != nil {
 			return err
 		}
@@ -171,25 +182,23 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 	return progress, err
 }
 
-// startReplication opens the replication connection and starts streaming
-// from start; the slot is then ours until the connection closes.
-func (r *runner) startReplication(ctx context.Context, start pglogrepl.LSN) (*pgconn.PgConn, error) {
-	repl, err := connectReplication(ctx, r.cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
-	err = pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, start, pglogrepl.StartReplicationOptions{
+// startReplication starts streaming the slot on repl from start; the slot
+// is then ours until the connection closes.
+func (r *runner) startReplication(ctx context.Context, repl *pgconn.PgConn, start pglogrepl.LSN) error {
+	err := pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, start, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", r.cfg.Publication)},
 	})
 	if err == nil {
-		return repl, nil
+		return nil
 	}
-	_ = repl.Close(context.WithoutCancel(ctx))
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use: another walsender has the slot
-		return nil, ErrSlotBusy
+		return ErrSlotBusy
 	}
-	return nil, fmt.Errorf("start replication: %w", Explain(err))
+	if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object: dropped by a racing instance
+		return ErrSlotBusy
+	}
+	return fmt.Errorf("start replication: %w", Explain(err))
 }
 
 // statusInterval is the configured interval, else the smaller of 10s and a

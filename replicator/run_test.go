@@ -246,7 +246,7 @@ func TestApplier_StaleGenerationIsFenced(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
 	ctx := context.Background()
-	ownerA, err := takeOwnership(ctx, db.conn, "users_sync")
+	ownerA, err := takeOwnership(ctx, db.conn, "users_sync", false, 0, discardLogger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestApplier_StaleGenerationIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close(ctx)
-	if _, err := takeOwnership(ctx, other, "users_sync"); err != nil {
+	if _, err := takeOwnership(ctx, other, "users_sync", false, 0, discardLogger); err != nil {
 		t.Fatal(err)
 	}
 	ids := db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "Stale")})
@@ -273,7 +273,7 @@ func TestApplier_ReplayIsSkipped(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
 	ctx := context.Background()
-	owner, err := takeOwnership(ctx, db.conn, "users_sync")
+	owner, err := takeOwnership(ctx, db.conn, "users_sync", false, 0, discardLogger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
@@ -19,8 +18,12 @@ import (
 var sessionParams = map[string]string{
 	"timezone":         "UTC",
 	"datestyle":        "ISO, MDY",
-	"application_name": "usersync-replicator",
+	"application_name": replicatorAppName,
 }
+
+// replicatorAppName names every connection of the replicator, so that a new
+// owner can tell a stale instance's backend from anyone else's.
+const replicatorAppName = "usersync-replicator"
 
 // applyParams bound how long an apply transaction can sit idle holding the
 // checkpoint row: an instance paused mid-apply must not block the standby
@@ -29,8 +32,35 @@ var applyParams = map[string]string{
 	"idle_in_transaction_session_timeout": "30000",
 }
 
-// connectApply opens the ordinary connection that applies batches.
+// readerParams let the catch-up reader hold its snapshot while the applier
+// works (an apply, an ownership wait) yet not forever if the process stops:
+// a reader cut off ends the session, and the slot is recreated to catch up.
+var readerParams = map[string]string{
+	"idle_in_transaction_session_timeout": "600000",
+}
+
+// connectApply opens the ordinary connection that applies batches. Its
+// commits must be durable before the position they cover is acknowledged
+// to the slot, so an inherited synchronous_commit=off (set on the role or
+// the database) is overridden; any stronger setting is kept.
 func connectApply(ctx context.Context, url string) (*pgx.Conn, error) {
+	conn, err := connect(ctx, url, applyParams)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureDurableCommit(ctx, conn); err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return conn, nil
+}
+
+// connectReader opens the connection the catch-up reads the outbox on.
+func connectReader(ctx context.Context, url string) (*pgx.Conn, error) {
+	return connect(ctx, url, readerParams)
+}
+
+func connect(ctx context.Context, url string, params map[string]string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, configErrorf("DATABASE_URL: %v", err)
@@ -38,7 +68,7 @@ func connectApply(ctx context.Context, url string) (*pgx.Conn, error) {
 	for k, v := range sessionParams {
 		cfg.RuntimeParams[k] = v
 	}
-	for k, v := range applyParams {
+	for k, v := range params {
 		cfg.RuntimeParams[k] = v
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
@@ -46,6 +76,25 @@ func connectApply(ctx context.Context, url string) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("connect: %w", Explain(err))
 	}
 	return conn, nil
+}
+
+// ensureDurableCommit turns synchronous_commit=off into on for this session.
+// With off, COMMIT returns before its WAL is flushed: a server crash in the
+// WAL writer's window would lose a fold whose source position the slot
+// already confirmed. local, remote_write, on and remote_apply all flush
+// locally first and are left as the operator chose them.
+func ensureDurableCommit(ctx context.Context, conn *pgx.Conn) error {
+	var setting string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('synchronous_commit')").Scan(&setting); err != nil {
+		return fmt.Errorf("read synchronous_commit: %w", err)
+	}
+	if setting != "off" {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = on"); err != nil {
+		return fmt.Errorf("set synchronous_commit: %w", err)
+	}
+	return nil
 }
 
 // connectReplication opens a logical replication connection.
@@ -134,159 +183,6 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, name string) error {
 	}
 	if !hasOutbox || !inserts {
 		return configErrorf("publication %q exists but does not publish inserts into neon_auth.outbox: run DROP PUBLICATION %s; and start again (it is recreated), or choose another name with --publication", name, pgx.Identifier{name}.Sanitize())
-	}
-	return nil
-}
-
-// slotInfo is what the server says about our slot.
-type slotInfo struct {
-	Exists         bool
-	Active         bool
-	Plugin         string
-	Database       string
-	Lost           bool
-	ConfirmedFlush pglogrepl.LSN
-}
-
-func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotInfo, error) {
-	var s slotInfo
-	var confirmed *string
-	err := conn.QueryRow(ctx, `SELECT active, COALESCE(plugin, ''), COALESCE(database, ''),
-			COALESCE(wal_status = 'lost', false), confirmed_flush_lsn::text
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).
-		Scan(&s.Active, &s.Plugin, &s.Database, &s.Lost, &confirmed)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return s, nil
-	}
-	if err != nil {
-		return s, fmt.Errorf("look up replication slot: %w", err)
-	}
-	s.Exists = true
-	if confirmed != nil {
-		if s.ConfirmedFlush, err = pglogrepl.ParseLSN(*confirmed); err != nil {
-			return s, fmt.Errorf("slot %s confirmed_flush_lsn %q: %w", slot, *confirmed, err)
-		}
-	}
-	return s, nil
-}
-
-// ensureSlot makes sure the slot exists and can be streamed from, creating
-// (or, when invalidated, recreating) it. created reports that the slot is new,
-// so WAL before now is not in it and the catch-up must fold what it lacks.
-func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, logger *slog.Logger) (info slotInfo, created bool, err error) {
-	info, err = readSlot(ctx, conn, slot)
-	if err != nil {
-		return info, false, err
-	}
-	var dbName string
-	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
-		return info, false, err
-	}
-	switch {
-	case info.Exists && info.Database != dbName:
-		return info, false, configErrorf("replication slot %q belongs to database %q, not %q: choose another name with --slot", slot, info.Database, dbName)
-	case info.Exists && info.Plugin != "pgoutput":
-		return info, false, configErrorf("replication slot %q uses plugin %q, not pgoutput: drop it or choose another name with --slot", slot, info.Plugin)
-	case info.Exists && info.Active:
-		return info, false, ErrSlotBusy
-	case info.Exists && info.Lost:
-		logger.Warn("replication slot was invalidated (max_slot_wal_keep_size); recreating it and folding what it missed from the outbox", "slot", slot)
-		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
-			return info, false, fmt.Errorf("drop invalidated slot %s: %w", slot, Explain(err))
-		}
-	case info.Exists:
-		return info, false, nil
-	}
-	if err := owePendingCatchUp(ctx, conn, slot); err != nil {
-		return info, false, err
-	}
-	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42710" {
-			return info, false, ErrSlotBusy // a racing instance created it and owns it now
-		}
-		return info, false, fmt.Errorf("create replication slot %s: %w", slot, Explain(err))
-	}
-	info, err = readSlot(ctx, conn, slot)
-	return info, true, err
-}
-
-// checkpoint is the slot's row of neon_auth.replicator_checkpoint.
-type checkpoint struct {
-	LSN           pglogrepl.LSN
-	Generation    int64
-	CatchUpEpoch  int64
-	CaughtUpEpoch int64
-	Fresh         bool // this is the first instance ever to own the slot
-}
-
-// owesCatchUp reports whether a slot (re)creation has not yet been followed
-// by a complete catch-up.
-func (c checkpoint) owesCatchUp() bool { return c.CaughtUpEpoch < c.CatchUpEpoch }
-
-// readCheckpointLSN returns the slot's checkpoint LSN, 0/0 when it has none.
-func readCheckpointLSN(ctx context.Context, conn *pgx.Conn, slot string) (pglogrepl.LSN, error) {
-	var lsnText string
-	err := conn.QueryRow(ctx, "SELECT lsn::text FROM neon_auth.replicator_checkpoint WHERE slot_name = $1", slot).Scan(&lsnText)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read checkpoint of slot %s: %w", slot, err)
-	}
-	return pglogrepl.ParseLSN(lsnText)
-}
-
-// owePendingCatchUp records, before the slot is created, that the WAL before
-// its start is not in it: whoever owns the slot next must catch up.
-func owePendingCatchUp(ctx context.Context, conn *pgx.Conn, slot string) error {
-	_, err := conn.Exec(ctx, `INSERT INTO neon_auth.replicator_checkpoint AS c (slot_name, catchup_epoch) VALUES ($1, 1)
-		ON CONFLICT (slot_name) DO UPDATE SET catchup_epoch = c.catchup_epoch + 1, updated_at = now()`, slot)
-	if err != nil {
-		return fmt.Errorf("record the catch-up owed by slot %s: %w", slot, err)
-	}
-	return nil
-}
-
-// takeOwnership starts a new generation for the slot's checkpoint row: from
-// now on, applies of any older instance fail their compare-and-set. Only the
-// instance streaming from the slot calls it, so a standby never fences the
-// active instance.
-func takeOwnership(ctx context.Context, conn *pgx.Conn, slot string) (checkpoint, error) {
-	var c checkpoint
-	var lsnText string
-	// An instance paused mid-apply holds the row until the server ends its
-	// idle transaction; rather than wait with the slot held and unanswered,
-	// give up after a while and retry the session.
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue("SET LOCAL lock_timeout = '10s'")
-	q := b.Queue(`INSERT INTO neon_auth.replicator_checkpoint AS c (slot_name, generation)
-		VALUES ($1, 1)
-		ON CONFLICT (slot_name) DO UPDATE SET generation = c.generation + 1, updated_at = now()
-		RETURNING generation, lsn::text, catchup_epoch, caught_up_epoch`, slot)
-	q.QueryRow(func(row pgx.Row) error { return row.Scan(&c.Generation, &lsnText, &c.CatchUpEpoch, &c.CaughtUpEpoch) })
-	b.Queue("COMMIT")
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-		return c, fmt.Errorf("take checkpoint of slot %s: %w", slot, err)
-	}
-	var err error
-	c.Fresh = c.Generation == 1
-	c.LSN, err = pglogrepl.ParseLSN(lsnText)
-	return c, err
-}
-
-// markCaughtUp records that a catch-up that started at epoch completed.
-func markCaughtUp(ctx context.Context, conn *pgx.Conn, slot string, generation, epoch int64) error {
-	tag, err := conn.Exec(ctx, `UPDATE neon_auth.replicator_checkpoint
-		SET caught_up_epoch = GREATEST(caught_up_epoch, $3), updated_at = now()
-		WHERE slot_name = $1 AND generation = $2`, slot, generation, epoch)
-	if err != nil {
-		return fmt.Errorf("record catch-up: %w", err)
-	}
-	if tag.RowsAffected() != 1 {
-		return ErrFenced
 	}
 	return nil
 }
