@@ -49,6 +49,9 @@ type foldInput struct {
 	rejects []pendingReject
 	userIDs []string
 	ids     []int64
+	// forgotten and redact: see forgotten.go.
+	forgotten map[string]bool
+	redact    []redaction
 }
 
 // historyEntry is one users_sync_history row to write.
@@ -134,7 +137,7 @@ func (a *applier) applyOnce(ctx context.Context, in *foldInput, endLSN uint64) (
 	rejects := 0
 	for _, r := range in.rejects {
 		if !accounted[r.src.ID] {
-			w.addReject(r)
+			w.addReject(r, in.redactedPayload(r))
 			accounted[r.src.ID] = true
 			rejects++
 		} else {
@@ -142,6 +145,7 @@ func (a *applier) applyOnce(ctx context.Context, in *foldInput, endLSN uint64) (
 		}
 	}
 	w.queueRejects()
+	w.queueRedactions(in.redact)
 	w.b.Queue("COMMIT")
 	if err := a.conn.SendBatch(ctx, w.b).Close(); err != nil {
 		return stats, fmt.Errorf("write batch: %w", err)
@@ -183,6 +187,7 @@ func (a *applier) lockAndLoad(ctx context.Context, in *foldInput, endLSN uint64)
 	b.Queue(checkpointCAS, a.slot, a.generation, pglogrepl.LSN(endLSN).String())
 	b.Queue(accountedSQL, in.ids)
 	b.Queue(loadStatesSQL, in.userIDs)
+	b.Queue(forgottenSQL, in.forgottenCandidates())
 	br := a.conn.SendBatch(ctx, b)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
@@ -207,6 +212,9 @@ func (a *applier) lockAndLoad(ctx context.Context, in *foldInput, endLSN uint64)
 	states, err := scanStates(br)
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := in.readForgotten(br); err != nil {
+		return nil, nil, fmt.Errorf("load forgotten users: %w", err)
 	}
 	return accounted, states, br.Close()
 }
@@ -268,6 +276,11 @@ func foldBatch(in *foldInput, accounted map[int64]bool, states map[string]*outbo
 			continue
 		}
 		accounted[ev.OutboxID] = true
+		if in.forgotten[ev.UserID] { // erased: recorded, redacted, never folded
+			history = append(history, in.forgottenEntry(ev, in.evSrc[i]))
+			stats.Folded++
+			continue
+		}
 		st := states[ev.UserID]
 		if st == nil {
 			st = &outbox.State{}

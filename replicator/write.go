@@ -106,12 +106,12 @@ func (w *writeBatch) queueHistory(history []historyEntry) {
 	w.b.Queue(insertHistorySQL, users, ops, outboxIDs, providers, types, eventIDs, occurred, befores, afters, lsns, committed)
 }
 
-func (w *writeBatch) addReject(r pendingReject) {
+func (w *writeBatch) addReject(r pendingReject, payload string) {
 	rj := &w.rejects
 	rj.ids = append(rj.ids, r.src.ID)
 	rj.providers = append(rj.providers, r.src.Provider)
 	rj.types = append(rj.types, r.src.EventType)
-	rj.payloads = append(rj.payloads, string(r.src.Payload))
+	rj.payloads = append(rj.payloads, payload)
 	rj.why = append(rj.why, r.reason)
 	lsn, _ := sourcePosition(r.src)
 	rj.lsns = append(rj.lsns, lsn)
