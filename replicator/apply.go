@@ -25,15 +25,24 @@ type applier struct {
 
 // applyStats counts what one apply did.
 type applyStats struct {
-	Folded   int // history rows written (stale included)
-	Rejected int // outbox_rejects rows written
-	Skipped  int // records already accounted for (a replay)
+	Folded   int                      // history rows written (stale included)
+	Rejected int                      // outbox_rejects rows written
+	Skipped  int                      // records already accounted for (a replay)
+	ops      map[outbox.Operation]int // history rows by operation (observer.go)
+	commits  []time.Time              // source commit times of streamed events folded
 }
 
 func (s *applyStats) add(o applyStats) {
 	s.Folded += o.Folded
 	s.Rejected += o.Rejected
 	s.Skipped += o.Skipped
+	for op, n := range o.ops {
+		if s.ops == nil {
+			s.ops = make(map[outbox.Operation]int)
+		}
+		s.ops[op] += n
+	}
+	s.commits = append(s.commits, o.commits...)
 }
 
 // pendingReject is a record that cannot be folded, with the reason.
@@ -278,7 +287,7 @@ func foldBatch(in *foldInput, accounted map[int64]bool, states map[string]*outbo
 		accounted[ev.OutboxID] = true
 		if in.forgotten[ev.UserID] { // erased: recorded, redacted, never folded
 			history = append(history, in.forgottenEntry(ev, in.evSrc[i]))
-			stats.Folded++
+			stats.folded(outbox.OpForgotten, in.evSrc[i])
 			continue
 		}
 		st := states[ev.UserID]
@@ -292,7 +301,7 @@ func foldBatch(in *foldInput, accounted map[int64]bool, states map[string]*outbo
 			isChanged[ev.UserID] = true
 			changed = append(changed, ev.UserID)
 		}
-		stats.Folded++
+		stats.folded(op, in.evSrc[i])
 	}
 	return history, changed, stats
 }

@@ -53,7 +53,7 @@ func (r *runner) catchUp(ctx context.Context, app *applier, snapshotReader *pgx.
 	if err := reader.QueryRow(ctx, "SELECT COALESCE(min(id) - 1, 0), COALESCE(max(id), 0) FROM neon_auth.outbox").Scan(&after, &last); err != nil {
 		return fmt.Errorf("read outbox bounds: %w", err)
 	}
-	b := &catchUpBatch{app: app, typeMap: pgtype.NewMap(), maxCount: r.cfg.BatchSize, maxBytes: r.cfg.BatchBytes}
+	b := &catchUpBatch{app: app, obs: r.cfg.Observer, typeMap: pgtype.NewMap(), maxCount: r.cfg.BatchSize, maxBytes: r.cfg.BatchBytes}
 	for after < last {
 		upper := min(after+int64(r.cfg.BackfillPageSize), last)
 		if err := b.foldRange(ctx, reader, after, upper); err != nil {
@@ -95,6 +95,7 @@ func openSnapshotReader(ctx context.Context, url, snapshot string) (*pgx.Conn, e
 // catchUpBatch accumulates catch-up rows and applies them when full.
 type catchUpBatch struct {
 	app                *applier
+	obs                Observer
 	typeMap            *pgtype.Map
 	maxCount, maxBytes int
 	recs               []sourceRecord
@@ -138,11 +139,12 @@ func (b *catchUpBatch) flush(ctx context.Context) error {
 	if len(b.recs) == 0 {
 		return nil
 	}
+	began := time.Now()
 	stats, err := b.app.apply(ctx, b.recs, 0)
 	if err != nil {
 		return fmt.Errorf("catch-up apply: %w", err)
 	}
-	b.total.add(stats)
+	b.total.add(reportBatch(b.obs, stats, len(b.recs), time.Since(began), true))
 	clear(b.recs)
 	b.recs, b.bytes = b.recs[:0], 0
 	return nil

@@ -373,11 +373,13 @@ func (s *streamer) flush(ctx context.Context) error {
 		// Shutdown stops the intake, not an apply under way: cancelling it
 		// could leave its COMMIT in doubt. A deadline still bounds it.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
+		began := time.Now()
 		stats, err := s.app.apply(actx, s.pend.recs, end)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("apply: %w", err)
 		}
+		stats = reportBatch(s.cfg.Observer, stats, len(s.pend.recs), time.Since(began), false)
 		s.total.add(stats)
 		s.logger.Debug("applied batch", "events", len(s.pend.recs), "folded", stats.Folded,
 			"rejected", stats.Rejected, "skipped", stats.Skipped, "checkpoint", pglogrepl.LSN(end).String())
