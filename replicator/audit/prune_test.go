@@ -195,3 +195,26 @@ func (db *testDB) historyOutboxIDs() []string {
 	}
 	return ids
 }
+
+// TestRunRetention_PrunesOnItsOwn runs the retention loop of
+// `run --outbox-retention` with a short interval.
+func TestRunRetention_PrunesOnItsOwn(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	ids := db.insert(old(generic("user.created", "ada", "Ada", 1)), old(generic("user.updated", "ada", "Grace", 2)))
+	db.start()
+	db.waitCaughtUp()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- RunRetention(ctx, RetentionConfig{DatabaseURL: db.url, Interval: 50 * time.Millisecond,
+			Prune: PruneConfig{OutboxOlderThan: 24 * time.Hour}})
+	}()
+	pgtest.WaitFor(t, 20*time.Second, "the superseded row pruned", func() (bool, error) {
+		return fmt.Sprint(db.outboxIDs()) == fmt.Sprint([]int64{ids[1]}), nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("RunRetention returned %v after cancel, want nil", err)
+	}
+}
