@@ -19,6 +19,7 @@ type adapter struct {
 var adapters = map[string]adapter{
 	ProviderClerk:   {eventTime: clerkEventTime, profile: clerkProfile},
 	ProviderStack:   {eventTime: stackEventTime, profile: stackProfile},
+	ProviderWorkOS:  {eventTime: workosEventTime, profile: workosProfile},
 	ProviderGeneric: {eventTime: genericEventTime, profile: genericProfile},
 }
 
@@ -51,9 +52,23 @@ func clerkProfile(d *decoder) (Profile, error) {
 	return p, nil
 }
 
-// clerkName joins the trimmed first and last names that are not empty, and
-// falls back to the username for users who sign up without a name.
+// clerkName is the first and last name, else the username for users who
+// sign up without a name.
 func clerkName(d *decoder) (*string, error) {
+	name, err := firstLastName(d)
+	if name != nil || err != nil {
+		return name, err
+	}
+	u, err := d.str(d.user, "username")
+	if err != nil || u == nil || *u == "" {
+		return nil, err
+	}
+	return u, nil
+}
+
+// firstLastName joins the trimmed "first_name" and "last_name" that are not
+// empty with one space; nil when both are empty or absent.
+func firstLastName(d *decoder) (*string, error) {
 	var parts []string
 	for _, key := range []string{"first_name", "last_name"} {
 		s, err := d.str(d.user, key)
@@ -64,15 +79,11 @@ func clerkName(d *decoder) (*string, error) {
 			parts = append(parts, strings.TrimSpace(*s))
 		}
 	}
-	if len(parts) > 0 {
-		name := strings.Join(parts, " ")
-		return &name, nil
+	if len(parts) == 0 {
+		return nil, nil
 	}
-	u, err := d.str(d.user, "username")
-	if err != nil || u == nil || *u == "" {
-		return nil, err
-	}
-	return u, nil
+	name := strings.Join(parts, " ")
+	return &name, nil
 }
 
 // clerkEmail picks the address whose id is primary_email_address_id, else the
@@ -121,6 +132,43 @@ func stackProfile(d *decoder) (Profile, error) {
 		return Profile{}, err
 	}
 	if p.CreatedAt, err = d.millis(d.user, "signed_up_at_millis"); err != nil {
+		return Profile{}, err
+	}
+	return p, nil
+}
+
+// workosEventTime is the envelope's "created_at" (the event's time), else
+// the user's "updated_at". Inside "data", "created_at" is the user's creation
+// time, so the two are read from different objects.
+func workosEventTime(d *decoder) (*time.Time, error) {
+	if d.env != nil {
+		if t, err := d.isoTime(*d.env, "created_at"); t != nil || err != nil {
+			return t, err
+		}
+	}
+	return d.isoTime(d.user, "updated_at")
+}
+
+// workosProfile maps a WorkOS User Management user object, as the list-users
+// API and the user.* events carry it (workos-node UserResponse in
+// src/user-management/interfaces/user.interface.ts; workos-go
+// pkg/usermanagement User): {object, id, email, email_verified,
+// first_name, last_name, profile_picture_url, last_sign_in_at, created_at,
+// updated_at}, times as ISO 8601 strings. WorkOS has no username, so the name
+// is null when both names are empty.
+func workosProfile(d *decoder) (Profile, error) {
+	var p Profile
+	var err error
+	if p.Name, err = firstLastName(d); err != nil {
+		return Profile{}, err
+	}
+	if p.Email, err = d.str(d.user, "email"); err != nil {
+		return Profile{}, err
+	}
+	if p.CreatedAt, err = d.isoTime(d.user, "created_at"); err != nil {
+		return Profile{}, err
+	}
+	if p.UpdatedAt, err = d.isoTime(d.user, "updated_at"); err != nil {
 		return Profile{}, err
 	}
 	return p, nil

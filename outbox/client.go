@@ -25,7 +25,8 @@ type Querier interface {
 
 // NewEvent is an event to insert into neon_auth.outbox.
 type NewEvent struct {
-	// Provider names the payload's shape: ProviderClerk, ProviderStack or ProviderGeneric.
+	// Provider names the payload's shape: ProviderClerk, ProviderStack,
+	// ProviderWorkOS or ProviderGeneric.
 	Provider string
 	// Type is TypeCreated, TypeUpdated or TypeDeleted.
 	Type string
@@ -46,8 +47,8 @@ const maxEventIDBytes = 512
 // Validate reports, by field, what would make the fold reject the event.
 func (ev NewEvent) Validate() error {
 	switch {
-	case ev.Provider != ProviderClerk && ev.Provider != ProviderStack && ev.Provider != ProviderGeneric:
-		return fmt.Errorf("%w: Provider %q, want %s, %s or %s", ErrInvalidEvent, ev.Provider, ProviderClerk, ProviderStack, ProviderGeneric)
+	case !knownProvider(ev.Provider):
+		return fmt.Errorf("%w: Provider %q, want %s, %s, %s or %s", ErrInvalidEvent, ev.Provider, ProviderClerk, ProviderStack, ProviderWorkOS, ProviderGeneric)
 	case len(ev.EventID) > maxEventIDBytes || !utf8.ValidString(ev.EventID):
 		return fmt.Errorf("%w: EventID must be valid UTF-8 of at most %d bytes", ErrInvalidEvent, maxEventIDBytes)
 	case ev.Type != TypeCreated && ev.Type != TypeUpdated && ev.Type != TypeDeleted:
@@ -56,6 +57,12 @@ func (ev NewEvent) Validate() error {
 		return fmt.Errorf("%w: Payload is not a JSON object", ErrInvalidEvent)
 	}
 	return nil
+}
+
+// knownProvider reports whether an adapter decodes the provider's payloads.
+func knownProvider(p string) bool {
+	_, ok := adapters[p]
+	return ok
 }
 
 func isJSONObject(b []byte) bool {

@@ -59,8 +59,9 @@ func TestNewEvent_Validate(t *testing.T) {
 		wantErr string
 	}{
 		{"valid", func(*outbox.NewEvent) {}, ""},
+		{"workos", func(e *outbox.NewEvent) { e.Provider = outbox.ProviderWorkOS }, ""},
 		{"no provider", func(e *outbox.NewEvent) { e.Provider = "" }, "Provider"},
-		{"unknown provider", func(e *outbox.NewEvent) { e.Provider = "Clerk" }, `Provider "Clerk"`},
+		{"unknown provider", func(e *outbox.NewEvent) { e.Provider = "Clerk" }, `Provider "Clerk", want clerk, stack, workos or generic`},
 		{"event id too long", func(e *outbox.NewEvent) { e.EventID = strings.Repeat("x", 513) }, "EventID"},
 		{"event id not UTF-8", func(e *outbox.NewEvent) { e.EventID = "\xff" }, "EventID"},
 		{"session event", func(e *outbox.NewEvent) { e.Type = "session.created" }, `Type "session.created"`},

@@ -60,10 +60,8 @@ func Decode(r Record) (Event, error) {
 // checkNames validates the provider and event type, which the reasons of
 // every later reject quote unescaped.
 func checkNames(r Record) error {
-	switch r.Provider {
-	case ProviderClerk, ProviderStack, ProviderGeneric:
-	default:
-		return &RejectError{Reason: fmt.Sprintf("unknown provider %s: expected clerk, stack or generic", quote(r.Provider))}
+	if !knownProvider(r.Provider) {
+		return &RejectError{Reason: fmt.Sprintf("unknown provider %s: expected clerk, stack, workos or generic", quote(r.Provider))}
 	}
 	switch r.EventType {
 	case TypeCreated, TypeUpdated, TypeDeleted:
@@ -100,8 +98,8 @@ type decoder struct {
 
 // newDecoder parses the payload and unwraps a webhook envelope: a top level
 // with an object "data" and either no "id" of its own (a user object has an
-// id) or a string "type" naming a user event (a generic sender's envelope may
-// carry its own event id).
+// id) or a string event type naming a user event (a generic sender's
+// envelope, and every WorkOS event, carries its own event id).
 func newDecoder(r Record) (*decoder, error) {
 	d := &decoder{rec: r}
 	var top map[string]json.RawMessage
@@ -109,7 +107,7 @@ func newDecoder(r Record) (*decoder, error) {
 		return nil, err
 	}
 	data := top["data"]
-	if !isEnvelope(top) {
+	if !isEnvelope(top, envelopeTypeKey(r.Provider)) {
 		d.user = members{m: top, loc: "at the top level"}
 		// A copy: the caller may reuse its buffer (a WAL message) after we return.
 		d.object = bytes.Clone(bytes.TrimSpace(r.Payload))
@@ -128,7 +126,17 @@ func newDecoder(r Record) (*decoder, error) {
 	return d, nil
 }
 
-func isEnvelope(top map[string]json.RawMessage) bool {
+// envelopeTypeKey names the envelope member holding the event type: WorkOS
+// calls it "event" ({id, event, data, created_at}); Svix senders (Clerk,
+// Stack Auth) and generic bodies call it "type".
+func envelopeTypeKey(provider string) string {
+	if provider == ProviderWorkOS {
+		return "event"
+	}
+	return "type"
+}
+
+func isEnvelope(top map[string]json.RawMessage, typeKey string) bool {
 	if kind(top["data"]) != "object" {
 		return false
 	}
@@ -136,7 +144,7 @@ func isEnvelope(top map[string]json.RawMessage) bool {
 		return true
 	}
 	var typ string
-	return kind(top["type"]) == "string" && json.Unmarshal(top["type"], &typ) == nil && strings.HasPrefix(typ, "user.")
+	return kind(top[typeKey]) == "string" && json.Unmarshal(top[typeKey], &typ) == nil && strings.HasPrefix(typ, "user.")
 }
 
 // parseObject decodes a JSON object into its raw members.
@@ -153,15 +161,17 @@ func (d *decoder) parseObject(b []byte, m *map[string]json.RawMessage) error {
 	return nil
 }
 
-// checkEnvelopeType rejects a webhook body whose "type" names another event
-// than the outbox row: one of the two is wrong, and folding could lose data.
+// checkEnvelopeType rejects a webhook body whose event type ("type", or
+// "event" for WorkOS) names another event than the outbox row: one of the
+// two is wrong, and folding could lose data.
 func (d *decoder) checkEnvelopeType() error {
-	v := d.env.m["type"]
+	key := envelopeTypeKey(d.rec.Provider)
+	v := d.env.m[key]
 	var s string
 	if kind(v) != "string" || json.Unmarshal(v, &s) != nil || s == d.rec.EventType {
 		return nil
 	}
-	return d.reject(`payload "type" is %s but the outbox event_type is %q: the webhook body and the row disagree`, quote(s), d.rec.EventType)
+	return d.reject(`payload %q is %s but the outbox event_type is %q: the webhook body and the row disagree`, key, quote(s), d.rec.EventType)
 }
 
 // MaxUserIDBytes bounds a user id: users_sync's primary key index cannot
@@ -231,6 +241,20 @@ func (d *decoder) millis(o members, key string) (*time.Time, error) {
 		return nil, nil
 	}
 	t, complaint := parseMillis(v)
+	if complaint != "" {
+		return nil, d.badField(o, key, v, complaint)
+	}
+	return &t, nil
+}
+
+// isoTime reads an optional member holding an ISO 8601 time string: absent
+// and null give nil.
+func (d *decoder) isoTime(o members, key string) (*time.Time, error) {
+	v := o.m[key]
+	if k := kind(v); k == "absent" || k == "null" {
+		return nil, nil
+	}
+	t, complaint := parseISO8601(v)
 	if complaint != "" {
 		return nil, d.badField(o, key, v, complaint)
 	}

@@ -111,6 +111,7 @@ func TestDecode_Samples(t *testing.T) {
 	column := time.Date(2022, 6, 1, 17, 0, 0, 123456789, time.FixedZone("CEST", 7200))
 	columnPG := rfc(t, "2022-06-01T15:00:00.123456Z")
 	clerkID, stackID := "user_29w83sxmDNGwOuEthce5gg56FcC", "3da0df92-6f63-4ee2-b33d-3aa56e90d31d"
+	workosID := "user_01HQ3D8JZ4W2B7C9E1F3G5H7JK"
 	tests := []struct {
 		name, file, provider, eventType string
 		occurredAt                      *time.Time // the outbox column
@@ -172,6 +173,40 @@ func TestDecode_Samples(t *testing.T) {
 		{
 			name: "stack deleted (constructed)", file: "stackauth_user.deleted.json",
 			provider: ProviderStack, eventType: TypeDeleted, wantID: stackID, wantAt: receivedPG,
+		},
+		{
+			name: "workos created (constructed) takes the envelope created_at", file: "workos_user.created.json",
+			provider: ProviderWorkOS, eventType: TypeCreated, wantID: workosID,
+			wantAt: rfc(t, "2024-02-20T09:15:02.503Z"),
+			want: Profile{
+				Name: someString("Amara Okafor"), Email: someString("amara.okafor@example.com"),
+				CreatedAt: someTime(rfc(t, "2024-02-20T09:15:02.417Z")),
+				UpdatedAt: someTime(rfc(t, "2024-02-20T09:15:02.417Z")),
+			},
+		},
+		{
+			name: "workos updated (constructed): names trimmed", file: "workos_user.updated.json",
+			provider: ProviderWorkOS, eventType: TypeUpdated, wantID: workosID,
+			wantAt: rfc(t, "2024-02-21T08:02:11.034Z"),
+			want: Profile{
+				Name: someString("Amara Okafor-Reyes"), Email: someString("amara@okafor.dev"),
+				CreatedAt: someTime(rfc(t, "2024-02-20T09:15:02.417Z")),
+				UpdatedAt: someTime(rfc(t, "2024-02-21T08:02:10.986Z")),
+			},
+		},
+		{
+			name: "workos updated (constructed) prefers occurred_at column", file: "workos_user.updated.json",
+			provider: ProviderWorkOS, eventType: TypeUpdated, occurredAt: &column, wantID: workosID, wantAt: columnPG,
+			want: Profile{
+				Name: someString("Amara Okafor-Reyes"), Email: someString("amara@okafor.dev"),
+				CreatedAt: someTime(rfc(t, "2024-02-20T09:15:02.417Z")),
+				UpdatedAt: someTime(rfc(t, "2024-02-21T08:02:10.986Z")),
+			},
+		},
+		{
+			name: "workos deleted (constructed)", file: "workos_user.deleted.json",
+			provider: ProviderWorkOS, eventType: TypeDeleted, wantID: workosID,
+			wantAt: rfc(t, "2024-02-23T17:40:05.271Z"),
 		},
 	}
 	covered := map[string]bool{"README.md": true, "svix_signature_test_vector.json": true}
@@ -314,6 +349,34 @@ func TestDecode_Mapping(t *testing.T) {
 			payload: `{"id":"s1","display_name":null,"primary_email":null,"signed_up_at_millis":null}`,
 			wantID:  "s1", wantAt: received, want: Profile{UpdatedAt: &received},
 		},
+		{
+			name: "workos bare object (list-users API) takes its updated_at", provider: ProviderWorkOS, eventType: TypeUpdated,
+			payload: `{"object":"user","id":"w1","email":"w@x.org","first_name":"","last_name":"  Hopper ",
+				"created_at":"2022-05-31T15:56:31.514Z","updated_at":"2022-05-31T15:56:31.835Z"}`,
+			wantID: "w1", wantAt: ms835,
+			want: Profile{Name: someString("Hopper"), Email: someString("w@x.org"), CreatedAt: &ms514, UpdatedAt: &ms835},
+		},
+		{
+			name: "workos: no names and no times; a user's own created_at is not the event time", provider: ProviderWorkOS, eventType: TypeCreated,
+			payload: `{"id":"w1","first_name":null,"last_name":" ","email":null,"created_at":"2022-05-31T15:56:31.514Z"}`,
+			wantID:  "w1", wantAt: received, want: Profile{CreatedAt: &ms514, UpdatedAt: &received},
+		},
+		{
+			name: "workos envelope without created_at uses updated_at; space-separated zoneless time is UTC", provider: ProviderWorkOS, eventType: TypeUpdated,
+			payload: `{"id":"event_1","event":"user.updated","data":{"id":"w1","updated_at":"2022-05-31 15:56:31.835"}}`,
+			wantID:  "w1", wantAt: ms835, want: Profile{UpdatedAt: &ms835},
+			wantObject: `{"id":"w1","updated_at":"2022-05-31 15:56:31.835"}`,
+		},
+		{
+			name: "workos envelope created_at with an offset", provider: ProviderWorkOS, eventType: TypeDeleted,
+			payload: `{"id":"event_1","event":"user.deleted","created_at":"2022-05-31T17:56:31.514+02:00","data":{"id":"w1"}}`,
+			wantID:  "w1", wantAt: ms514, wantObject: `{"id":"w1"}`,
+		},
+		{
+			name: "workos: a \"type\" member is no envelope type, so an id at the top level means a bare object", provider: ProviderWorkOS, eventType: TypeCreated,
+			payload: `{"id":"w1","type":"user.created","data":{"id":"other"}}`, wantID: "w1", wantAt: received,
+			want: Profile{UpdatedAt: &received},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -344,7 +407,7 @@ func TestDecode_Rejects(t *testing.T) {
 		mentions []string
 	}{
 		{"unknown provider", "auth0", TypeCreated, `{"id":"u"}`,
-			[]string{`unknown provider "auth0"`, "clerk, stack or generic"}},
+			[]string{`unknown provider "auth0"`, "clerk, stack, workos or generic"}},
 		{"unknown event type", ProviderClerk, "user.banned", `{"id":"u"}`,
 			[]string{`event_type "user.banned"`, "user.created, user.updated, user.deleted"}},
 		{"invalid JSON", ProviderClerk, TypeCreated, `{"id":`, []string{"payload is not valid JSON"}},
@@ -396,6 +459,22 @@ func TestDecode_Rejects(t *testing.T) {
 			[]string{`"timestamp" at the top level is "soon"`}},
 		{"generic email not a string", ProviderGeneric, TypeCreated, `{"id":"u","email":{"a":1}}`,
 			[]string{`"email" at the top level is {"a":1}`}},
+		{"workos envelope event disagrees", ProviderWorkOS, TypeCreated, `{"id":"event_1","event":"user.deleted","data":{"id":"w"}}`,
+			[]string{`workos user.created payload "event" is "user.deleted"`, `event_type is "user.created"`}},
+		{"workos delete without id", ProviderWorkOS, TypeDeleted, `{"id":"event_1","event":"user.deleted","data":{"object":"user"}}`,
+			[]string{`workos user.deleted payload has no "id" in "data"`}},
+		{"workos updated_at a millisecond epoch", ProviderWorkOS, TypeUpdated, `{"id":"w","updated_at":1654012591835}`,
+			[]string{`workos user.updated "updated_at" at the top level is 1654012591835, want an ISO 8601 time string`}},
+		{"workos created_at not a time", ProviderWorkOS, TypeCreated, `{"id":"w","created_at":"yesterday"}`,
+			[]string{`"created_at" at the top level is "yesterday"`, "ISO 8601"}},
+		{"workos envelope created_at not a time", ProviderWorkOS, TypeDeleted, `{"id":"event_1","event":"user.deleted","created_at":"2024-13-01T00:00:00Z","data":{"id":"w"}}`,
+			[]string{`"created_at" at the top level is "2024-13-01T00:00:00Z"`}},
+		{"workos time beyond year 9999", ProviderWorkOS, TypeCreated, `{"id":"w","created_at":"0000-12-31T23:00:00Z"}`,
+			[]string{`"created_at"`, "years 1 to 9999"}},
+		{"workos first_name not a string", ProviderWorkOS, TypeCreated, `{"data":{"id":"w","first_name":false}}`,
+			[]string{`"first_name" in "data" is false`}},
+		{"workos email not a string", ProviderWorkOS, TypeUpdated, `{"id":"w","email":["a@x.org"]}`,
+			[]string{`"email" at the top level is ["a@x.org"]`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

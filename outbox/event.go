@@ -16,6 +16,7 @@ const (
 const (
 	ProviderClerk   = "clerk"
 	ProviderStack   = "stack"
+	ProviderWorkOS  = "workos"
 	ProviderGeneric = "generic"
 )
 
@@ -23,7 +24,7 @@ const (
 type Record struct {
 	// ID is the outbox row's identity.
 	ID int64
-	// Provider names the adapter: clerk, stack or generic.
+	// Provider names the adapter: clerk, stack, workos or generic.
 	Provider string
 	// EventType is user.created, user.updated or user.deleted.
 	EventType string
@@ -110,6 +111,11 @@ type State struct {
 	Profile Key
 	// Last is the greatest key of any folded event; zero when none.
 	Last Key
+	// RawFrom is the outbox id of the event whose user object is
+	// Row.RawJSON; zero when the row's content came from elsewhere (an
+	// earlier apply, loaded from the database). The replicator uses it to
+	// send each object to the database once and reference it from there.
+	RawFrom int64
 }
 
 // Operation is what folding one event did, as recorded in users_sync_history.

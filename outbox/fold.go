@@ -23,7 +23,7 @@ func Fold(st State, ev Event) (State, Operation) {
 	if !wonProfile && !wonLast {
 		return st, OpStale
 	}
-	next := State{Profile: st.Profile, Last: st.Last, Row: &Row{ID: ev.UserID}}
+	next := State{Profile: st.Profile, Last: st.Last, RawFrom: st.RawFrom, Row: &Row{ID: ev.UserID}}
 	if st.Row != nil {
 		*next.Row = *st.Row
 	}
@@ -32,6 +32,7 @@ func Fold(st State, ev Event) (State, Operation) {
 		next.Row.Name, next.Row.Email = p.Name, p.Email
 		next.Row.CreatedAt, next.Row.UpdatedAt = p.CreatedAt, p.UpdatedAt
 		next.Row.RawJSON = ev.Object
+		next.RawFrom = ev.OutboxID
 		next.Profile = key
 	}
 	if wonLast {
@@ -46,6 +47,7 @@ func Fold(st State, ev Event) (State, Operation) {
 			// no profile register, any other content is imported data,
 			// which loses to every event.
 			next.Row = &Row{ID: next.Row.ID, DeletedAt: next.Row.DeletedAt, RawJSON: ev.Object}
+			next.RawFrom = ev.OutboxID
 		}
 	}
 	return next, operation(st.Row == nil, deleted)

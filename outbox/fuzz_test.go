@@ -19,6 +19,9 @@ var fuzzSamples = []struct{ file, provider, eventType string }{
 	{"stackauth_user.created.json", ProviderStack, TypeCreated},
 	{"stackauth_user.updated.json", ProviderStack, TypeUpdated},
 	{"stackauth_user.deleted.json", ProviderStack, TypeDeleted},
+	{"workos_user.created.json", ProviderWorkOS, TypeCreated},
+	{"workos_user.updated.json", ProviderWorkOS, TypeUpdated},
+	{"workos_user.deleted.json", ProviderWorkOS, TypeDeleted},
 	{"svix_signature_test_vector.json", ProviderGeneric, TypeCreated},
 }
 
@@ -40,6 +43,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add(ProviderGeneric, TypeUpdated, []byte(`{"type":"user.updated","timestamp":"2024-01-01T00:00:00Z","data":{"id":"g","created_at":-1e3}}`), int64(-5), true)
 	f.Add(ProviderClerk, TypeCreated, []byte(`{"id":"c","first_name":" a ","email_addresses":[null,{"id":"e"}],"primary_email_address_id":"e"}`), int64(1), true)
+	f.Add(ProviderWorkOS, TypeUpdated, []byte(`{"id":"event_1","event":"user.updated","created_at":"2024-01-01 00:00:00","data":{"id":"w","last_name":" b ","updated_at":"2024-01-01T00:00:00.123456789+01:00"}}`), int64(0), false)
 	f.Fuzz(func(t *testing.T, provider, eventType string, payload []byte, occurredMs int64, hasOccurred bool) {
 		ev, err := Decode(fuzzRecord(1, provider, eventType, payload, occurredMs, hasOccurred))
 		if err != nil {
@@ -77,7 +81,7 @@ func FuzzDecode(f *testing.F) {
 // six orders fold to the same row. Times are drawn from four seconds so that
 // the outbox id tiebreak matters.
 func FuzzFold(f *testing.F) {
-	for _, provider := range []struct{ name, prefix string }{{ProviderClerk, "clerk"}, {ProviderStack, "stackauth"}} {
+	for _, provider := range []struct{ name, prefix string }{{ProviderClerk, "clerk"}, {ProviderStack, "stackauth"}, {ProviderWorkOS, "workos"}} {
 		sample := func(typ string) []byte { return readSample(f, provider.prefix+"_"+typ+".json") }
 		// created, updated, deleted; the last with no occurred_at where the provider has a time.
 		f.Add(provider.name, sample(TypeCreated), sample(TypeUpdated), sample(TypeDeleted), uint8(0b100100), uint16(0x0165))

@@ -88,6 +88,30 @@ func parseRFC3339(v json.RawMessage) (time.Time, string) {
 	return inRange(t)
 }
 
+// isoLayouts are the ISO 8601 forms WorkOS times take: RFC 3339, and the
+// same with a space for the "T" and no zone (read as UTC), which the example
+// event of WorkOS's Events API documentation shows ("2023-04-28 20:05:31.093").
+var isoLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04:05.999999999",
+}
+
+// parseISO8601 reads a JSON string holding an ISO 8601 date and time.
+func parseISO8601(v json.RawMessage) (time.Time, string) {
+	var s string
+	if kind(v) != "string" || json.Unmarshal(v, &s) != nil {
+		return time.Time{}, "want an ISO 8601 time string"
+	}
+	for _, layout := range isoLayouts {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return inRange(t)
+		}
+	}
+	return time.Time{}, "want an ISO 8601 time such as 2024-05-01T12:00:00.000Z"
+}
+
 // inRange returns t as Postgres will store it, or a complaint.
 func inRange(t time.Time) (time.Time, string) {
 	if t.Before(minTime) || t.After(maxTime) {

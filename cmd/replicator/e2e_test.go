@@ -60,7 +60,15 @@ type process struct {
 
 func startProcess(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(replicatorBinary(t), args...), logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	return startCommand(t, exec.Command(replicatorBinary(t), args...), env)
+}
+
+// startCommand starts cmd (the replicator binary, or a shell that execs it)
+// with env added to the test's environment.
+func startCommand(t *testing.T, cmd *exec.Cmd, env []string) *process {
+	t.Helper()
+	args := cmd.Args[1:]
+	p := &process{cmd: cmd, logs: &bytes.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = &lockedWriter{p: p}, &lockedWriter{p: p}
 	if err := p.cmd.Start(); err != nil {
@@ -132,14 +140,36 @@ func deliver(t *testing.T, url string, key []byte, id string, body []byte) int {
 	return resp.StatusCode
 }
 
-// TestEndToEnd_IngestThenRun sends signed Clerk and Stack Auth deliveries to
-// the `replicator ingest` binary and checks that `replicator run` folds them
-// into users_sync; both exit 0 on SIGTERM, and neither logs a secret.
+// deliverWorkOS posts body to the /webhooks/workos URL signed as WorkOS does.
+func deliverWorkOS(t *testing.T, url string, secret string, body []byte) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("WorkOS-Signature", webhook.SignWorkOS([]byte(secret), time.Now(), body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("deliver to %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestEndToEnd_IngestThenRun sends signed Clerk, Stack Auth and WorkOS
+// deliveries to the `replicator ingest` binary and checks that `replicator
+// run` folds them into users_sync; both exit 0 on SIGTERM, and neither logs a
+// secret.
 func TestEndToEnd_IngestThenRun(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	key := []byte("end-to-end-test-signing-key!")
-	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
-	env := []string{"DATABASE_URL=" + url, "CLERK_WEBHOOK_SECRET=" + secret, "STACK_WEBHOOK_SECRET=" + secret}
+	// Each endpoint has its own secret: ingest refuses one shared by two.
+	clerkKey, stackKey := []byte("end-to-end-test-clerk-signing-key"), []byte("end-to-end-test-stack-signing-key")
+	clerkSecret := "whsec_" + base64.StdEncoding.EncodeToString(clerkKey)
+	stackSecret := "whsec_" + base64.StdEncoding.EncodeToString(stackKey)
+	keys := map[string][]byte{"clerk": clerkKey, "stack": stackKey}
+	// WorkOS keys the HMAC with the secret as the dashboard shows it.
+	const workosSecret = "whsec_EndToEndWorkOSSecret00001"
+	env := []string{"DATABASE_URL=" + url, "CLERK_WEBHOOK_SECRET=" + clerkSecret, "STACK_WEBHOOK_SECRET=" + stackSecret, "WORKOS_WEBHOOK_SECRET=" + workosSecret}
 	migrate := exec.Command(replicatorBinary(t), "migrate")
 	migrate.Env = append(os.Environ(), env...)
 	if out, err := migrate.CombinedOutput(); err != nil {
@@ -166,18 +196,33 @@ func TestEndToEnd_IngestThenRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code := deliver(t, "http://"+addr+"/webhooks/"+s.path, key, s.id, body); code != http.StatusOK {
+		if code := deliver(t, "http://"+addr+"/webhooks/"+s.path, keys[s.path], s.id, body); code != http.StatusOK {
 			t.Fatalf("delivery %s answered %d, want 200", s.id, code)
+		}
+	}
+	// WorkOS: the update first, as a retry might; then a redelivery of it,
+	// signed anew as WorkOS does, which is stored once (by the event id).
+	for _, file := range []string{"workos_user.updated.json", "workos_user.created.json", "workos_user.updated.json"} {
+		body, err := os.ReadFile("../../outbox/testdata/providers/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := deliverWorkOS(t, "http://"+addr+"/webhooks/workos", workosSecret, body); code != http.StatusOK {
+			t.Fatalf("WorkOS delivery of %s answered %d, want 200", file, code)
 		}
 	}
 	// A redelivery is acknowledged and stored once.
 	body, _ := demoData.ReadFile("demodata/clerk_user.created.json")
-	if code := deliver(t, "http://"+addr+"/webhooks/clerk", key, "msg_e2e_clerk_1", body); code != http.StatusOK {
+	if code := deliver(t, "http://"+addr+"/webhooks/clerk", clerkKey, "msg_e2e_clerk_1", body); code != http.StatusOK {
 		t.Fatalf("redelivery answered %d, want 200", code)
+	}
+	// A forged WorkOS delivery is refused.
+	if code := deliverWorkOS(t, "http://"+addr+"/webhooks/workos", "whsec_NotTheEndToEndSecret000", body); code != http.StatusUnauthorized {
+		t.Fatalf("forged WorkOS delivery answered %d, want 401", code)
 	}
 	// The receiver's own listener serves its metrics.
 	mfs := scrapeMetrics(t, "http://"+addr)
-	for labels, want := range map[[2]string]float64{{"clerk", "stored"}: 2, {"clerk", "duplicate"}: 1, {"stack", "stored"}: 1} {
+	for labels, want := range map[[2]string]float64{{"clerk", "stored"}: 2, {"clerk", "duplicate"}: 1, {"stack", "stored"}: 1, {"workos", "stored"}: 2, {"workos", "duplicate"}: 1, {"workos", "unauthorized"}: 1} {
 		got, _ := metricValue(mfs, "usersync_webhook_requests_total", map[string]string{"provider": labels[0], "outcome": labels[1]})
 		if got != want {
 			t.Errorf("usersync_webhook_requests_total{provider=%q,outcome=%q} = %v, want %v", labels[0], labels[1], got, want)
@@ -195,8 +240,9 @@ func TestEndToEnd_IngestThenRun(t *testing.T) {
 	want := map[string]string{
 		"user_29w83sxmDNGwOuEthce5gg56FcC":     "Example Renamed|example.renamed@example.org",
 		"3da0df92-6f63-4ee2-b33d-3aa56e90d31d": "Jordan Rivera|jordan@company.co",
+		"user_01HQ3D8JZ4W2B7C9E1F3G5H7JK":      "Amara Okafor-Reyes|amara@okafor.dev",
 	}
-	pgtest.WaitFor(t, 30*time.Second, "both users in neon_auth.users_sync", func() (bool, error) {
+	pgtest.WaitFor(t, 30*time.Second, "the three users in neon_auth.users_sync", func() (bool, error) {
 		got := map[string]string{}
 		rows, err := conn.Query(ctx, "SELECT id, coalesce(name, '') || '|' || coalesce(email, '') FROM neon_auth.users_sync")
 		if err != nil {
@@ -216,8 +262,8 @@ func TestEndToEnd_IngestThenRun(t *testing.T) {
 		Scan(&outboxRows, &historyRows); err != nil {
 		t.Fatal(err)
 	}
-	if outboxRows != 3 || historyRows != 3 {
-		t.Errorf("outbox %d rows, history %d rows; want 3 and 3 (the redelivery stored once)", outboxRows, historyRows)
+	if outboxRows != 5 || historyRows != 5 {
+		t.Errorf("outbox %d rows, history %d rows; want 5 and 5 (each redelivery stored once)", outboxRows, historyRows)
 	}
 	if code := runner.terminate(t); code != 0 {
 		t.Errorf("replicator run exited %d on SIGTERM, want 0", code)
@@ -228,7 +274,7 @@ func TestEndToEnd_IngestThenRun(t *testing.T) {
 	password := strings.SplitN(strings.SplitN(strings.TrimPrefix(url, "postgres://"), "@", 2)[0], ":", 2)[1]
 	for name, p := range map[string]*process{"ingest": ingest, "run": runner} {
 		logs := p.output()
-		for _, s := range []string{password, secret, base64.StdEncoding.EncodeToString(key)} {
+		for _, s := range []string{password, clerkSecret, stackSecret, workosSecret, strings.TrimPrefix(workosSecret, "whsec_"), base64.StdEncoding.EncodeToString(clerkKey), base64.StdEncoding.EncodeToString(stackKey)} {
 			if strings.Contains(logs, s) {
 				t.Errorf("%s logs contain a secret (%q):\n%s", name, s, logs)
 			}

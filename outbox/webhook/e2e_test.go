@@ -80,3 +80,33 @@ func wantUser(t *testing.T, f *fixture, id, name, email string, deleted bool) {
 		t.Errorf("the replicator rejected deliveries: %q", rejects)
 	}
 }
+
+// TestReceiver_EndToEnd_WorkOS sends signed WorkOS deliveries of the sample
+// events, the update before the create as a retry might, and reads the user
+// back from neon_auth.users_sync, folded by the replicator.
+func TestReceiver_EndToEnd_WorkOS(t *testing.T) {
+	t.Parallel()
+	f := newWorkOSFixture(t)
+	runReplicator(t, f.pool.Config().ConnString())
+	const user = "user_01HQ3D8JZ4W2B7C9E1F3G5H7JK"
+	for _, sample := range []string{"workos_user.updated.json", "workos_user.created.json"} {
+		if a := f.deliverWorkOS(time.Now(), readSample(t, sample)); a.Status != http.StatusOK || a.Outcome != "stored" {
+			t.Fatalf("%s: %+v, want 200 stored", sample, a)
+		}
+	}
+	wantUser(t, f, user, "Amara Okafor-Reyes", "amara@okafor.dev", false)
+	if a := f.deliverWorkOS(time.Now(), readSample(t, "workos_user.deleted.json")); a.Status != http.StatusOK {
+		t.Fatalf("user.deleted: %+v, want 200", a)
+	}
+	wantUser(t, f, user, "Amara Okafor-Reyes", "amara@okafor.dev", true)
+	var created, updated time.Time
+	if err := f.pool.QueryRow(context.Background(), "SELECT created_at, updated_at FROM neon_auth.users_sync WHERE id = $1", user).Scan(&created, &updated); err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2024, 2, 20, 9, 15, 2, 417e6, time.UTC); !created.Equal(want) {
+		t.Errorf("created_at = %v, want %v", created, want)
+	}
+	if want := time.Date(2024, 2, 21, 8, 2, 10, 986e6, time.UTC); !updated.Equal(want) {
+		t.Errorf("updated_at = %v, want %v", updated, want)
+	}
+}

@@ -2,33 +2,72 @@ package webhook
 
 import (
 	"encoding/json"
-	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/usersync/usersync/outbox"
 )
 
 // envelope is the part of a webhook body the receiver reads; the adapters
 // read the rest when the replicator folds the row.
 type envelope struct {
 	Type string
+	// ID is the body's own event id (WorkOS); the others carry it in a header.
+	ID string
 	// Timestamp is the provider's event time, when the body has one: a
-	// millisecond epoch number (Clerk, generic) or an RFC 3339 string (generic).
+	// millisecond epoch number (Clerk, generic) or a time string (generic,
+	// WorkOS) in one of Layouts.
 	Timestamp json.RawMessage
+	Layouts   []string
 }
 
-// parseEnvelope requires a JSON object with a string "type". Its errors never
+// envelopeKeys names the members of a provider's webhook body that hold the
+// event type, the event time and, when the body carries it, the event id,
+// and the layouts of a time string.
+type envelopeKeys struct {
+	typ, time, id string
+	layouts       []string
+}
+
+// workosLayouts are the ISO 8601 forms the WorkOS adapter reads (isoLayouts
+// in outbox/members.go): RFC 3339, and with a space for the "T" and no zone.
+var workosLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04:05.999999999",
+}
+
+func keysOf(provider string) envelopeKeys {
+	if provider == outbox.ProviderWorkOS {
+		// {id, event, data, created_at}: "created_at" here is the event's
+		// time; the user's own is inside "data".
+		return envelopeKeys{typ: "event", time: "created_at", id: "id", layouts: workosLayouts}
+	}
+	return envelopeKeys{typ: "type", time: "timestamp", layouts: []string{time.RFC3339Nano}}
+}
+
+// parseEnvelope requires a JSON object with a string event type ("type", or
+// "event" for WorkOS) and, for WorkOS, a string event "id". Its errors never
 // quote the body.
-func parseEnvelope(body []byte) (envelope, error) {
+func parseEnvelope(body []byte, provider string) (envelope, error) {
+	keys := keysOf(provider)
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
-		return envelope{}, errors.New("body is not a JSON object")
+		return envelope{}, fmt.Errorf("body is not a JSON object")
 	}
 	var env envelope
-	if err := json.Unmarshal(fields["type"], &env.Type); err != nil || env.Type == "" {
-		return envelope{}, errors.New(`body has no string "type"`)
+	if err := json.Unmarshal(fields[keys.typ], &env.Type); err != nil || env.Type == "" {
+		return envelope{}, fmt.Errorf("body has no string %q", keys.typ)
 	}
-	env.Timestamp = fields["timestamp"]
+	if keys.id != "" {
+		if err := json.Unmarshal(fields[keys.id], &env.ID); err != nil || env.ID == "" {
+			return envelope{}, fmt.Errorf("body has no string %q (the event id)", keys.id)
+		}
+	}
+	env.Timestamp, env.Layouts = fields[keys.time], keys.layouts
 	return env, nil
 }
 
@@ -40,7 +79,7 @@ func (h *Handler) occurredAt(env envelope, id string) time.Time {
 	if len(env.Timestamp) > 0 && string(env.Timestamp) != "null" {
 		// A body time that does not parse is left to the adapter, which
 		// rejects the event saying why, rather than replaced by another time.
-		return bodyTime(env.Timestamp)
+		return bodyTime(env.Timestamp, env.Layouts)
 	}
 	t, _ := messageTime(id, h.cfg.Now())
 	return t
@@ -52,17 +91,23 @@ var (
 	maxBodyTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 )
 
-// bodyTime reads the envelope's "timestamp" as the adapters do: a number of
+// bodyTime reads the envelope's event time as the adapters do: a number of
 // milliseconds since the Unix epoch (Clerk, generic) or an RFC 3339 string
-// (generic). It returns zero when it is neither.
-func bodyTime(raw json.RawMessage) time.Time {
+// (generic, WorkOS) in one of layouts, read as UTC when it has no zone. It
+// returns zero when it is neither.
+func bodyTime(raw json.RawMessage, layouts []string) time.Time {
 	var t time.Time
 	if raw[0] == '"' {
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
 			return time.Time{}
 		}
-		t, _ = time.Parse(time.RFC3339Nano, s)
+		for _, layout := range layouts {
+			var err error
+			if t, err = time.ParseInLocation(layout, s, time.UTC); err == nil {
+				break
+			}
+		}
 	} else if f, err := strconv.ParseFloat(string(raw), 64); err == nil && math.Abs(f) < 1e17 {
 		t = time.UnixMilli(int64(f))
 	}

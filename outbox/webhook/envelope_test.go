@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,7 +27,7 @@ func TestParseEnvelope(t *testing.T) {
 		{`{"type":"user.created"} trailing`, "", "", true},
 	}
 	for _, tt := range tests {
-		env, err := parseEnvelope([]byte(tt.body))
+		env, err := parseEnvelope([]byte(tt.body), "clerk")
 		if (err != nil) != tt.wantErr || env.Type != tt.wantType || string(env.Timestamp) != tt.wantTS {
 			t.Errorf("parseEnvelope(%s) = %q %s, %v; want %q %s, error %v", tt.body, env.Type, env.Timestamp, err, tt.wantType, tt.wantTS, tt.wantErr)
 		}
@@ -51,25 +52,71 @@ func TestBodyTime(t *testing.T) {
 		{`-1000`, time.Unix(-1, 0).UTC()},
 	}
 	for _, tt := range tests {
-		if got := bodyTime(json.RawMessage(tt.raw)); !got.Equal(tt.want) {
+		if got := bodyTime(json.RawMessage(tt.raw), []string{time.RFC3339Nano}); !got.Equal(tt.want) {
 			t.Errorf("bodyTime(%s) = %v, want %v", tt.raw, got, tt.want)
 		}
 	}
 }
 
+func TestParseEnvelope_WorkOS(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		body             string
+		wantType, wantID string
+		wantTime         time.Time
+		wantErr          string
+	}{
+		{`{"id":"event_01","event":"user.created","data":{},"created_at":"2024-02-20T09:15:02.503Z"}`,
+			"user.created", "event_01", time.Date(2024, 2, 20, 9, 15, 2, 503e6, time.UTC), ""},
+		// The form of WorkOS's Events API example: a space, no zone (UTC).
+		{`{"id":"event_02","event":"user.deleted","data":{},"created_at":"2023-04-28 20:05:31.093"}`,
+			"user.deleted", "event_02", time.Date(2023, 4, 28, 20, 5, 31, 93e6, time.UTC), ""},
+		{`{"id":"event_03","event":"dsync.user.created","data":{}}`, "dsync.user.created", "event_03", time.Time{}, ""},
+		{`{"id":"event_04","event":"user.updated","created_at":"last week"}`, "user.updated", "event_04", time.Time{}, ""},
+		{`{"id":"event_05","type":"user.created","data":{}}`, "", "", time.Time{}, `no string "event"`},
+		{`{"event":"user.created","data":{}}`, "", "", time.Time{}, `no string "id"`},
+		{`{"id":17,"event":"user.created","data":{}}`, "", "", time.Time{}, `no string "id"`},
+		{`{"id":"","event":"user.created","data":{}}`, "", "", time.Time{}, `no string "id"`},
+	}
+	for _, tt := range tests {
+		env, err := parseEnvelope([]byte(tt.body), "workos")
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("parseEnvelope(%s) = %+v, %v; want an error containing %q", tt.body, env, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || env.Type != tt.wantType || env.ID != tt.wantID {
+			t.Errorf("parseEnvelope(%s) = %+v, %v; want type %q id %q", tt.body, env, err, tt.wantType, tt.wantID)
+			continue
+		}
+		var got time.Time
+		if len(env.Timestamp) > 0 {
+			got = bodyTime(env.Timestamp, env.Layouts)
+		}
+		if !got.Equal(tt.wantTime) {
+			t.Errorf("event time of %s = %v, want %v", tt.body, got, tt.wantTime)
+		}
+	}
+}
+
 func FuzzParseEnvelope(f *testing.F) {
-	f.Add([]byte(`{"type":"user.created","timestamp":1654012591835,"data":{}}`))
-	f.Add([]byte(`{"type":"user.updated","timestamp":"2024-05-01T12:00:00Z"}`))
-	f.Fuzz(func(t *testing.T, body []byte) {
-		env, err := parseEnvelope(body)
+	f.Add([]byte(`{"type":"user.created","timestamp":1654012591835,"data":{}}`), "clerk")
+	f.Add([]byte(`{"type":"user.updated","timestamp":"2024-05-01T12:00:00Z"}`), "generic")
+	f.Add([]byte(`{"id":"event_01","event":"user.created","data":{},"created_at":"2024-02-20T09:15:02.503Z"}`), "workos")
+	f.Fuzz(func(t *testing.T, body []byte, provider string) {
+		env, err := parseEnvelope(body, provider)
 		if err != nil {
 			return
 		}
 		if env.Type == "" {
 			t.Errorf("parseEnvelope(%q) accepted an empty type", body)
 		}
+		if provider == "workos" && env.ID == "" {
+			t.Errorf("parseEnvelope(%q) accepted a WorkOS body without an id", body)
+		}
 		if len(env.Timestamp) > 0 {
-			_ = bodyTime(env.Timestamp) // must not panic
+			_ = bodyTime(env.Timestamp, env.Layouts) // must not panic
 		}
 	})
 }

@@ -12,24 +12,28 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/usersync/usersync/internal/logging"
 	"github.com/usersync/usersync/outbox"
 )
 
-// Handler serves POST /webhooks/{clerk,stack,generic} and GET /healthz.
+// Handler serves POST /webhooks/{clerk,stack,workos,generic} and GET /healthz.
 type Handler struct {
 	cfg       Config
 	db        outbox.Querier
-	verifiers map[string]*Verifier
-	mux       *http.ServeMux
-	counts    counters
+	verifiers map[string]verifier
+	// bodies bounds the bytes of the bodies being read at once.
+	bodies *semaphore.Weighted
+	mux    *http.ServeMux
+	counts counters
 }
 
 var _ http.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler storing events through db (a *pgxpool.Pool in
-// production). Only cfg's Secrets, MaxBody, InsertTimeout, Tolerance, Logger
-// and Now matter here.
+// production). Only cfg's Secrets, MaxBody, MaxBodyMemory, InsertTimeout,
+// Tolerance, Logger and Now matter here.
 func NewHandler(cfg Config, db outbox.Querier) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -39,7 +43,7 @@ func NewHandler(cfg Config, db outbox.Querier) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, db: db, verifiers: verifiers, mux: http.NewServeMux()}
+	h := &Handler{cfg: cfg, db: db, verifiers: verifiers, bodies: semaphore.NewWeighted(cfg.MaxBodyMemory), mux: http.NewServeMux()}
 	h.mux.HandleFunc("POST /webhooks/{provider}", h.serveWebhook)
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -66,6 +70,14 @@ const (
 	outcomeUnauthorized  = "unauthorized"
 	outcomeBadRequest    = "bad_request"
 	outcomeUnavailable   = "unavailable"
+	outcomeOverloaded    = "overloaded"
+)
+
+// Bounds of the sender-chosen values a log line quotes.
+const (
+	maxLoggedID     = 128
+	maxLoggedType   = 64
+	maxLoggedReason = 256
 )
 
 // result is the answer to one delivery and what the log line says about it.
@@ -77,6 +89,8 @@ type result struct {
 	eventType string
 	eventID   string
 	outboxID  int64
+	// unread is set when the answer was decided before the body was read.
+	unread bool
 }
 
 func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
@@ -84,6 +98,11 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	// Bounded: an unknown provider's name is chosen by whoever sends the request.
 	provider := truncate(r.PathValue("provider"), 32)
 	res := h.receive(w, r, provider)
+	if res.unread {
+		// Close rather than read a body nobody will use: net/http would
+		// otherwise read up to 256 KiB of it before answering.
+		w.Header().Set("Connection", "close")
+	}
 	h.counts.add(res.outcome)
 	body := map[string]any{"outcome": res.outcome}
 	if res.reason != "" {
@@ -104,24 +123,47 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) receive(w http.ResponseWriter, r *http.Request, provider string) result {
+	// Refuse what the headers alone condemn before reading any body.
 	if !slices.Contains(Providers, provider) {
-		return result{status: http.StatusNotFound, outcome: outcomeNotConfigured, reason: fmt.Sprintf("unknown provider %q: the endpoints are /webhooks/clerk, /webhooks/stack and /webhooks/generic", provider)}
+		return result{status: http.StatusNotFound, outcome: outcomeNotConfigured, reason: fmt.Sprintf("unknown provider %q: the endpoints are /webhooks/clerk, /webhooks/stack, /webhooks/workos and /webhooks/generic", provider), unread: true}
 	}
 	v := h.verifiers[provider]
 	if v == nil {
-		return result{status: http.StatusNotFound, outcome: outcomeNotConfigured, reason: fmt.Sprintf("no signing secret is configured for %s: set %s and restart the receiver", provider, SecretEnv(provider))}
+		return result{status: http.StatusNotFound, outcome: outcomeNotConfigured, reason: fmt.Sprintf("no signing secret is configured for %s: set %s and restart the receiver", provider, SecretEnv(provider)), unread: true}
 	}
+	if r.ContentLength > h.cfg.MaxBody {
+		res := h.tooLarge()
+		res.unread = true
+		return res
+	}
+	sig, err := v.parse(r.Header)
+	if err != nil {
+		return result{status: http.StatusUnauthorized, outcome: outcomeUnauthorized, reason: err.Error(), unread: true}
+	}
+	// A chunked body's length is unknown until read: count the most it may be.
+	reserve := r.ContentLength
+	if reserve < 0 {
+		reserve = h.cfg.MaxBody
+	}
+	if !h.bodies.TryAcquire(reserve) {
+		return result{status: http.StatusServiceUnavailable, outcome: outcomeOverloaded, reason: "too many deliveries are being received at once; retry later", unread: true}
+	}
+	defer h.bodies.Release(reserve)
 	body, res, ok := h.readBody(w, r)
 	if !ok {
 		return res
 	}
-	id, err := v.Verify(r.Header, body)
-	if err != nil {
+	if err := v.check(sig, body); err != nil {
 		return result{status: http.StatusUnauthorized, outcome: outcomeUnauthorized, reason: err.Error()}
 	}
-	env, err := parseEnvelope(body)
+	env, err := parseEnvelope(body, provider)
 	if err != nil {
-		return result{status: http.StatusBadRequest, outcome: outcomeBadRequest, reason: err.Error(), eventID: id}
+		return result{status: http.StatusBadRequest, outcome: outcomeBadRequest, reason: err.Error(), eventID: sig.id}
+	}
+	// The event id is a header (Svix), else the body's own (WorkOS).
+	id := sig.id
+	if id == "" {
+		id = env.ID
 	}
 	res = result{eventType: env.Type, eventID: id}
 	if env.Type != outbox.TypeCreated && env.Type != outbox.TypeUpdated && env.Type != outbox.TypeDeleted {
@@ -133,18 +175,27 @@ func (h *Handler) receive(w http.ResponseWriter, r *http.Request, provider strin
 	return h.store(r.Context(), ev, res)
 }
 
-// readBody reads at most MaxBody bytes; a larger body is refused unread when
-// its Content-Length says so.
+func (h *Handler) tooLarge() result {
+	return result{status: http.StatusRequestEntityTooLarge, outcome: outcomeTooLarge, reason: fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBody)}
+}
+
+// readBody reads the body, at most MaxBody bytes. A declared length (at most
+// MaxBody, checked before) is read into a buffer of exactly that size, so the
+// memory held is what was reserved for it.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, result, bool) {
-	tooLarge := result{status: http.StatusRequestEntityTooLarge, outcome: outcomeTooLarge, reason: fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBody)}
-	if r.ContentLength > h.cfg.MaxBody {
-		return nil, tooLarge, false
+	var body []byte
+	var err error
+	if r.ContentLength >= 0 {
+		// net/http's body reader ends at the declared length.
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
 	var maxErr *http.MaxBytesError
 	switch {
 	case errors.As(err, &maxErr):
-		return nil, tooLarge, false
+		return nil, h.tooLarge(), false
 	case err != nil:
 		return nil, result{status: http.StatusBadRequest, outcome: outcomeBadRequest, reason: "could not read the body"}, false
 	}
@@ -160,10 +211,10 @@ func (h *Handler) logResult(ctx context.Context, provider string, res result, to
 		slog.String("outcome", res.outcome),
 	}
 	if res.eventType != "" {
-		attrs = append(attrs, slog.String("event_type", truncate(res.eventType, 64)))
+		attrs = append(attrs, slog.String("event_type", truncate(res.eventType, maxLoggedType)))
 	}
 	if res.eventID != "" {
-		attrs = append(attrs, slog.String("event_id", res.eventID))
+		attrs = append(attrs, slog.String("event_id", truncate(res.eventID, maxLoggedID)))
 	}
 	if res.outboxID != 0 {
 		attrs = append(attrs, slog.Int64("outbox_id", res.outboxID))
@@ -172,7 +223,7 @@ func (h *Handler) logResult(ctx context.Context, provider string, res result, to
 		attrs = append(attrs, slog.Int64("ignored_total", h.counts.ignored.Load()))
 	}
 	if res.reason != "" {
-		attrs = append(attrs, slog.String("reason", res.reason))
+		attrs = append(attrs, slog.String("reason", truncate(res.reason, maxLoggedReason)))
 	}
 	if res.cause != nil {
 		attrs = append(attrs, slog.String("error", logging.Redact(res.cause.Error())))

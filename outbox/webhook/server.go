@@ -14,12 +14,25 @@ import (
 
 // Server timeouts. Reading a 1 MiB body takes well under readTimeout on any
 // link a provider uses; a slower client is holding a connection hostage.
+// Providers rarely reuse a connection, so idle ones are not kept long.
 const (
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
-	idleTimeout       = 2 * time.Minute
+	idleTimeout       = 30 * time.Second
 	startupTimeout    = 5 * time.Second
 )
+
+// maxHeaderBytes bounds a request's header block. A Svix delivery's headers
+// take well under 2 KiB; net/http answers 431 past the bound.
+const maxHeaderBytes = 32 << 10
+
+// fdReserve is the file descriptors kept for everything but the client
+// connections: the listener, stdio, the runtime's poller, and some slack;
+// the database pool's connections are counted on top.
+const fdReserve = 32
+
+// MinConns is the fewest connections worth serving with.
+const MinConns = 16
 
 // Run listens on cfg.Listen and serves until ctx is cancelled, then stops
 // accepting connections and waits up to cfg.ShutdownTimeout for in-flight
@@ -65,22 +78,52 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	maxConns, err := connLimit(cfg.MaxConns, int64(poolCfg.MaxConns), openFileLimit())
+	if err != nil {
+		return err
+	}
+	if maxConns < cfg.MaxConns {
+		cfg.Logger.Warn("connection bound lowered to fit the open-file limit (ulimit -n)",
+			"max_conns", maxConns, "wanted", cfg.MaxConns, "open_file_limit", openFileLimit())
+	}
+	guard := newConnGuard(maxConns)
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		// Covers reading the body and up to two insert attempts.
-		WriteTimeout: readTimeout + 2*cfg.InsertTimeout + 5*time.Second,
-		IdleTimeout:  idleTimeout,
-		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		WriteTimeout:   readTimeout + 2*cfg.InsertTimeout + 5*time.Second,
+		IdleTimeout:    idleTimeout,
+		MaxHeaderBytes: maxHeaderBytes,
+		ConnState:      guard.track,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	return serve(ctx, srv, ln, h, cfg)
+	return serve(ctx, srv, guard.listener(ln), h, cfg, maxConns)
 }
 
-func serve(ctx context.Context, srv *http.Server, ln net.Listener, h *Handler, cfg Config) error {
+// connLimit lowers maxConns to what the open-file limit (0: unknown) leaves
+// once the pool and fdReserve are counted. Past that limit accept fails with
+// "too many open files", and a delivery would wait in the kernel's queue
+// until some connection times out.
+func connLimit(maxConns int, poolConns int64, limit uint64) (int, error) {
+	if limit == 0 || limit > 1<<31 {
+		return maxConns, nil
+	}
+	room := int64(limit) - fdReserve - poolConns
+	if room >= int64(maxConns) {
+		return maxConns, nil
+	}
+	if room < MinConns {
+		return 0, fmt.Errorf("the open-file limit (ulimit -n) is %d, too low to serve webhooks: raise it to at least %d", limit, fdReserve+poolConns+MinConns)
+	}
+	return int(room), nil
+}
+
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, h *Handler, cfg Config, maxConns int) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	cfg.Logger.Info("receiving webhooks", "address", ln.Addr().String(), "providers", configured(h), "max_body", cfg.MaxBody)
+	cfg.Logger.Info("receiving webhooks", "address", ln.Addr().String(), "providers", configured(h),
+		"max_body", cfg.MaxBody, "max_body_memory", cfg.MaxBodyMemory, "max_conns", maxConns)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

@@ -277,7 +277,7 @@ func TestConfig_Validate(t *testing.T) {
 		wantErr string
 	}{
 		{"one provider", Config{Secrets: map[string]string{"stack": good}}, ""},
-		{"no secrets", Config{}, "set CLERK_WEBHOOK_SECRET, STACK_WEBHOOK_SECRET or GENERIC_WEBHOOK_SECRET"},
+		{"no secrets", Config{}, "set CLERK_WEBHOOK_SECRET, STACK_WEBHOOK_SECRET, WORKOS_WEBHOOK_SECRET or GENERIC_WEBHOOK_SECRET"},
 		{"only blank secrets", Config{Secrets: map[string]string{"clerk": " "}}, "no webhook secret"},
 		{"malformed secret", Config{Secrets: map[string]string{"clerk": good, "generic": good + " whsec_s3cr3t!"}}, "secrets of generic (GENERIC_WEBHOOK_SECRET): secret 2 of 2"},
 		{"unknown provider", Config{Secrets: map[string]string{"auth0": good}}, `unknown provider "auth0"`},

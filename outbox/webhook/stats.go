@@ -21,13 +21,15 @@ type Stats struct {
 	TooLarge int64
 	// Unavailable deliveries got 503: the database could not take the insert.
 	Unavailable int64
+	// Overloaded deliveries got 503: MaxBodyMemory was taken by bodies being read.
+	Overloaded int64
 	// NotConfigured deliveries were for a provider without a secret, or an unknown one.
 	NotConfigured int64
 }
 
 // counters is Stats updated concurrently by the handler.
 type counters struct {
-	stored, duplicates, ignored, unauthorized, badRequests, tooLarge, unavailable, notConfigured atomic.Int64
+	stored, duplicates, ignored, unauthorized, badRequests, tooLarge, unavailable, overloaded, notConfigured atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
@@ -39,6 +41,7 @@ func (c *counters) snapshot() Stats {
 		BadRequests:   c.badRequests.Load(),
 		TooLarge:      c.tooLarge.Load(),
 		Unavailable:   c.unavailable.Load(),
+		Overloaded:    c.overloaded.Load(),
 		NotConfigured: c.notConfigured.Load(),
 	}
 }
@@ -59,6 +62,8 @@ func (c *counters) add(outcome string) {
 		c.tooLarge.Add(1)
 	case outcomeUnavailable:
 		c.unavailable.Add(1)
+	case outcomeOverloaded:
+		c.overloaded.Add(1)
 	case outcomeNotConfigured:
 		c.notConfigured.Add(1)
 	}
@@ -74,6 +79,7 @@ func (s Stats) LogValue() slog.Value {
 		slog.Int64("bad_requests", s.BadRequests),
 		slog.Int64("too_large", s.TooLarge),
 		slog.Int64("unavailable", s.Unavailable),
+		slog.Int64("overloaded", s.Overloaded),
 		slog.Int64("not_configured", s.NotConfigured),
 	)
 }

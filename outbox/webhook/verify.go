@@ -16,12 +16,18 @@ import (
 // receiver's clock, either way, before the delivery is refused as a replay.
 const DefaultTolerance = 5 * time.Minute
 
+// maxSignatures bounds the entries of a signature header. Svix sends one
+// per active secret (two during a rotation); more is an attempt to make the
+// receiver spend CPU on comparisons.
+const maxSignatures = 8
+
 // Errors returned by Verifier.Verify; all of them mean 401.
 var (
-	ErrMissingHeaders   = errors.New("missing signature headers: want svix-id, svix-timestamp and svix-signature (or webhook-id, webhook-timestamp and webhook-signature)")
-	ErrInvalidTimestamp = errors.New("signature timestamp is not a number of seconds")
-	ErrStaleTimestamp   = errors.New("signature timestamp is outside the tolerance")
-	ErrNoMatch          = errors.New("no signature matches")
+	ErrMissingHeaders    = errors.New("missing signature headers: want svix-id, svix-timestamp and svix-signature (or webhook-id, webhook-timestamp and webhook-signature)")
+	ErrInvalidTimestamp  = errors.New("signature timestamp is not a number of seconds")
+	ErrStaleTimestamp    = errors.New("signature timestamp is outside the tolerance")
+	ErrTooManySignatures = fmt.Errorf("signature header has more than %d entries", maxSignatures)
+	ErrNoMatch           = errors.New("no signature matches")
 )
 
 // ParseSecrets decodes a space-separated list of signing secrets, each the
@@ -57,6 +63,17 @@ func decodeSecret(s string) ([]byte, error) {
 	return key, err
 }
 
+// verifier is a provider's signature scheme, split in two so that the
+// handler can refuse from the headers alone before it reads a body.
+type verifier interface {
+	// parse reads the signature headers, refusing what they alone condemn.
+	parse(h http.Header) (signature, error)
+	// check verifies the parsed signature over body.
+	check(sig signature, body []byte) error
+}
+
+var _ verifier = (*Verifier)(nil)
+
 // Verifier checks Svix / Standard Webhooks signatures: HMAC-SHA256, keyed with
 // each secret in turn, over "id.timestamp.body", compared in constant time
 // with every "v1,<base64>" entry of the signature header.
@@ -81,25 +98,67 @@ func NewVerifier(keys [][]byte, tolerance time.Duration, now func() time.Time) *
 // Verify checks the delivery's signature headers against body and returns
 // the message id, which is stable across redeliveries of one message.
 func (v *Verifier) Verify(h http.Header, body []byte) (string, error) {
+	sig, err := v.parse(h)
+	if err != nil {
+		return "", err
+	}
+	if err := v.check(sig, body); err != nil {
+		return "", err
+	}
+	return sig.id, nil
+}
+
+func (v *Verifier) check(sig signature, body []byte) error {
+	return sig.check(v.keys, body)
+}
+
+// parse reads the signature headers once, refusing from them alone what
+// can be refused before a body is read: a missing header, a timestamp out
+// of tolerance, too many entries, or no v1 entry at all.
+func (v *Verifier) parse(h http.Header) (signature, error) {
 	id, ts, sigs := header(h, "id"), header(h, "timestamp"), header(h, "signature")
 	if id == "" || ts == "" || sigs == "" {
-		return "", ErrMissingHeaders
+		return signature{}, ErrMissingHeaders
 	}
 	secs, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return "", ErrInvalidTimestamp
+		return signature{}, ErrInvalidTimestamp
 	}
 	// Refuse both old and future timestamps: either could be a replay of a
 	// captured delivery, and an honest sender's clock is close to ours.
 	if d := v.now().Sub(time.Unix(secs, 0)); d > v.tolerance || d < -v.tolerance {
-		return "", ErrStaleTimestamp
+		return signature{}, ErrStaleTimestamp
 	}
-	for _, key := range v.keys {
-		if matchAny(sign(key, id, ts, body), sigs) {
-			return id, nil
+	macs, err := svixMACs(sigs)
+	if err != nil {
+		return signature{}, err
+	}
+	return signature{id: id, signed: []byte(id + "." + ts + "."), macs: macs}, nil
+}
+
+// svixMACs decodes the v1 entries of a space-separated signature header.
+// Other versions (v1a is asymmetric) and entries that are not base64 of a
+// SHA-256 MAC are skipped, but count towards maxSignatures.
+func svixMACs(header string) ([][]byte, error) {
+	var macs [][]byte
+	n := 0
+	for entry := range strings.FieldsSeq(header) {
+		if n++; n > maxSignatures {
+			return nil, ErrTooManySignatures
+		}
+		version, sig, ok := strings.Cut(entry, ",")
+		if !ok || version != "v1" {
+			continue
+		}
+		mac, err := base64.StdEncoding.DecodeString(sig)
+		if err == nil && len(mac) == sha256.Size {
+			macs = append(macs, mac)
 		}
 	}
-	return "", ErrNoMatch
+	if len(macs) == 0 {
+		return nil, ErrNoMatch
+	}
+	return macs, nil
 }
 
 // header reads svix-<name>, else webhook-<name>: Svix and Standard Webhooks
@@ -111,35 +170,39 @@ func header(h http.Header, name string) string {
 	return h.Get("webhook-" + name)
 }
 
-func sign(key []byte, id, ts string, body []byte) []byte {
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(id))
-	mac.Write([]byte{'.'})
-	mac.Write([]byte(ts))
-	mac.Write([]byte{'.'})
-	mac.Write(body)
-	return mac.Sum(nil)
+// signature is a delivery's signature headers, parsed once.
+type signature struct {
+	// id is the delivery's message id when the headers carry one (Svix;
+	// WorkOS puts the event id in the body).
+	id string
+	// signed is what the sender's MAC covers before the body.
+	signed []byte
+	// macs are the decoded signatures, any of which may match.
+	macs [][]byte
 }
 
-// matchAny reports whether any v1 entry of the space-separated signature
-// header equals want. Other versions (v1a is asymmetric) are skipped.
-func matchAny(want []byte, header string) bool {
-	for _, entry := range strings.Fields(header) {
-		version, sig, ok := strings.Cut(entry, ",")
-		if !ok || version != "v1" {
-			continue
-		}
-		got, err := base64.StdEncoding.DecodeString(sig)
-		if err == nil && hmac.Equal(got, want) {
-			return true
+// check computes the MAC of the signed content once per key and compares
+// it in constant time with every signature.
+func (s signature) check(keys [][]byte, body []byte) error {
+	for _, key := range keys {
+		mac := hmac.New(sha256.New, key)
+		mac.Write(s.signed)
+		mac.Write(body)
+		want := mac.Sum(nil)
+		for _, got := range s.macs {
+			if hmac.Equal(got, want) {
+				return nil
+			}
 		}
 	}
-	return false
+	return ErrNoMatch
 }
 
 // Sign returns the svix-signature header value for a delivery, as a Svix
 // sender would compute it; tests and senders of generic events use it.
 func Sign(key []byte, id string, ts time.Time, body []byte) string {
-	mac := sign(key, id, strconv.FormatInt(ts.Unix(), 10), body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac)
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(id + "." + strconv.FormatInt(ts.Unix(), 10) + "."))
+	mac.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
