@@ -76,11 +76,6 @@ func rowDifferences(id string, want, got *outbox.Row) []Difference {
 	return out
 }
 
-// stateEqual reports whether got is exactly what want says, row and registers.
-func stateEqual(want outbox.State, got userState) bool {
-	return len(userDifferences("", want, got)) == 0
-}
-
 func registersJSON(st outbox.State) map[string]any {
 	return map[string]any{
 		"profile_outbox_id": keyID(st.Profile), "profile_at": keyAt(st.Profile),

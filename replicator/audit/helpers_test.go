@@ -28,11 +28,6 @@ type testDB struct {
 	slot string
 }
 
-var slotSeq struct {
-	sync.Mutex
-	n int
-}
-
 func newTestDB(t *testing.T) *testDB {
 	t.Helper()
 	url := pgtest.NewDatabase(t)
@@ -295,8 +290,6 @@ func (db *testDB) checkMatchesPureFold() {
 		}
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func describe(diffs []Difference) string {
 	var b strings.Builder
