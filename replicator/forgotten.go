@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"encoding/json"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -32,7 +33,7 @@ type redaction struct {
 // forgottenCandidates lists the users whose erasure matters to the batch:
 // those of its events, and those that its rejects' payloads name.
 func (in *foldInput) forgottenCandidates() []string {
-	ids := in.userIDs
+	ids := slices.Clip(in.userIDs) // appending must not write into in.userIDs' spare room
 	for _, r := range in.rejects {
 		ids = append(ids, namedUsers(r.src.Payload)...)
 	}

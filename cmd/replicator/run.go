@@ -31,7 +31,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "http", EnvVars: []string{"USERSYNC_HTTP"}, Usage: "serve /metrics, /healthz and /readyz on `ADDR` (e.g. :9090); off when empty"},
 			&cli.DurationFlag{Name: "ready-max-lag", Value: 30 * time.Second, Usage: "/readyz answers 503 while the oldest event not yet folded is older than this"},
 			&cli.StringFlag{Name: "outbox-retention", Usage: "prune, hourly, outbox rows received more than `DURATION` ago (30d, 36h) that the fold no longer needs"},
-			&cli.DurationFlag{Name: "lag-sample-interval", Value: 5 * time.Second, Usage: "how often the lag is read from the server", Hidden: true},
+			&cli.DurationFlag{Name: "lag-sample-interval", Value: 5 * time.Second, Usage: "with --http: how often the lag is read from the server"},
 		),
 		Action: runAction,
 	}
