@@ -154,7 +154,9 @@ func (a *applier) applyOnce(ctx context.Context, in *foldInput, endLSN uint64) (
 		}
 	}
 	w.queueRejects()
-	w.queueRedactions(in.redact)
+	if err := a.redact(ctx, in.redact); err != nil {
+		return stats, err
+	}
 	w.b.Queue("COMMIT")
 	if err := a.conn.SendBatch(ctx, w.b).Close(); err != nil {
 		return stats, fmt.Errorf("write batch: %w", err)

@@ -1,8 +1,11 @@
 package replicator
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -75,16 +78,40 @@ func (in *foldInput) redactedPayload(r pendingReject) string {
 	return string(r.src.Payload)
 }
 
-// queueRedactions queues the redaction of the outbox rows in rs.
-func (w *writeBatch) queueRedactions(rs []redaction) {
-	if len(rs) == 0 {
-		return
+// redactWait bounds how long the apply waits for a streamed outbox row to
+// become visible before it gives up redacting it (the row was deleted).
+const redactWait = 10 * time.Second
+
+// redact replaces the payloads of rs inside the apply transaction. A
+// streamed row can reach the apply before its inserting transaction is
+// visible to other sessions — the walsender sends a transaction once its
+// commit record is flushed, the inserter leaves the proc array a moment
+// later — and an UPDATE does not see it. So it retries, each statement with
+// a fresh snapshot (read committed), the rows not yet redacted.
+func (a *applier) redact(ctx context.Context, rs []redaction) error {
+	left := make(map[int64]string, len(rs))
+	for _, r := range rs {
+		left[r.outboxID] = r.userID
 	}
-	ids, users := make([]int64, len(rs)), make([]string, len(rs))
-	for i, r := range rs {
-		ids[i], users[i] = r.outboxID, r.userID
+	deadline := time.Now().Add(redactWait)
+	for len(left) > 0 && time.Now().Before(deadline) {
+		ids, users := make([]int64, 0, len(left)), make([]string, 0, len(left))
+		for id, user := range left {
+			ids, users = append(ids, id), append(users, user)
+		}
+		rows, _ := a.conn.Query(ctx, redactSQL+" RETURNING o.id", ids, users)
+		done, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return fmt.Errorf("redact forgotten users' payloads: %w", err)
+		}
+		for _, id := range done {
+			delete(left, id)
+		}
+		if len(left) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
-	w.b.Queue(redactSQL, ids, users)
+	return nil
 }
 
 // namedUsers returns the user ids a payload names, as forget finds them:
