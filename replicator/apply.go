@@ -28,22 +28,32 @@ type applier struct {
 // begunTx is an open transaction, begun for batch b: fenced, locked and
 // with the state of b's users loaded, or the error that stopped it.
 type begunTx struct {
-	b      *batch
-	states map[string]*outbox.State
-	err    error
+	b         *batch
+	states    map[string]*outbox.State
+	forgotten map[string]bool // users erased by forget (forgotten.go)
+	err       error
 }
 
 // applyStats counts what one apply did.
 type applyStats struct {
-	Folded   int // history rows written (stale included)
-	Rejected int // outbox_rejects rows written
-	Skipped  int // changes already accounted for (a replay)
+	Folded   int                      // history rows written (stale included)
+	Rejected int                      // outbox_rejects rows written
+	Skipped  int                      // changes already accounted for (a replay)
+	ops      map[outbox.Operation]int // history rows by operation (observer.go)
+	commits  []time.Time              // source commit times of streamed events folded
 }
 
 func (s *applyStats) add(o applyStats) {
 	s.Folded += o.Folded
 	s.Rejected += o.Rejected
 	s.Skipped += o.Skipped
+	for op, n := range o.ops {
+		if s.ops == nil {
+			s.ops = make(map[outbox.Operation]int)
+		}
+		s.ops[op] += n
+	}
+	s.commits = append(s.commits, o.commits...)
 }
 
 // apply folds b and commits it, moving the checkpoint to b.endLSN (0
@@ -92,11 +102,14 @@ func (a *applier) applyOnce(ctx context.Context, b, next *batch, forcedReject *s
 			}
 		}
 	}()
-	states, err := a.beginFor(ctx, b)
+	t, err := a.beginFor(ctx, b)
 	if err != nil {
 		return stats, err
 	}
-	plan := foldBatch(b, states, forcedReject)
+	plan := foldBatch(b, t.states, t.forgotten, forcedReject)
+	if err := a.redact(ctx, plan.redact); err != nil {
+		return stats, err
+	}
 	q := &pgx.Batch{}
 	plan.queue(q)
 	q.Queue("COMMIT")
@@ -113,24 +126,24 @@ func (a *applier) applyOnce(ctx context.Context, b, next *batch, forcedReject *s
 		return stats, fmt.Errorf("commit: %w", err)
 	}
 	// b has committed: what goes wrong from here on is next's to report.
-	var t *begunTx
+	var nextTx *begunTx
 	if next != nil {
-		t = a.readBegin(br, next)
+		nextTx = a.readBegin(br, next)
 	}
-	if cerr := br.Close(); cerr != nil && t != nil && t.err == nil {
-		t.err = fmt.Errorf("begin apply: %w", cerr)
+	if cerr := br.Close(); cerr != nil && nextTx != nil && nextTx.err == nil {
+		nextTx.err = fmt.Errorf("begin apply: %w", cerr)
 	}
-	a.begun = t
+	a.begun = nextTx
 	return stats, nil
 }
 
-// beginFor returns the state of b's users in a transaction begun for b:
-// the one begun with the previous batch's commit, or a new one.
-func (a *applier) beginFor(ctx context.Context, b *batch) (map[string]*outbox.State, error) {
+// beginFor returns a transaction begun for b: the one begun with the
+// previous batch's commit, or a new one.
+func (a *applier) beginFor(ctx context.Context, b *batch) (*begunTx, error) {
 	if t := a.begun; t != nil {
 		a.begun = nil
 		if t.b == b {
-			return t.states, t.err
+			return t, t.err
 		}
 		// Begun for a batch that is not the one applied now (after a
 		// change-by-change retry): start over.
@@ -145,7 +158,7 @@ func (a *applier) beginFor(ctx context.Context, b *batch) (map[string]*outbox.St
 	if err := br.Close(); err != nil && t.err == nil {
 		t.err = fmt.Errorf("begin apply: %w", err)
 	}
-	return t.states, t.err
+	return t, t.err
 }
 
 // foldLockID is the transaction-scoped advisory lock every apply takes, so
@@ -170,15 +183,18 @@ const (
 
 // queueBegin opens b's transaction: the fold lock, the checkpoint
 // compare-and-set (the fence: it fails when another instance has taken a
-// newer generation, and it serialises appliers), and the load of the
-// state of b's users, which every change already applied (a replay) is
-// folded against as stale.
+// newer generation, and it serialises appliers), the load of the state of
+// b's users, which every change already applied (a replay) is folded
+// against as stale, and which of them were forgotten. Reading after the
+// fold lock, which resync and forget take too, it sees every write they
+// committed.
 func (a *applier) queueBegin(q *pgx.Batch, b *batch) {
 	q.Queue("BEGIN")
 	// Fold state is shared by every slot's replicator: take turns.
 	q.Queue("SELECT pg_advisory_xact_lock($1)", int64(foldLockID))
 	q.Queue(checkpointCAS, a.slot, a.generation, lsnText(b.endLSN))
 	q.Queue(loadStatesSQL, b.userIDs())
+	q.Queue(forgottenSQL, b.forgottenCandidates())
 }
 
 // readBegin reads the results queueBegin asked for.
@@ -201,7 +217,10 @@ func (a *applier) readBegin(br pgx.BatchResults, b *batch) *begunTx {
 		t.err = ErrFenced
 		return t
 	}
-	t.states, t.err = scanStates(br)
+	if t.states, t.err = scanStates(br); t.err != nil {
+		return t
+	}
+	t.forgotten, t.err = readForgotten(br)
 	return t
 }
 

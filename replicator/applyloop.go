@@ -206,6 +206,7 @@ func (s *streamer) flushOne(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("apply: %w", err)
 		}
+		stats = reportBatch(s.cfg.Observer, stats, len(b.changes), time.Since(began), false)
 		s.total.add(stats)
 		s.logger.Debug("applied batch", "events", len(b.changes), "folded", stats.Folded,
 			"rejected", stats.Rejected, "skipped", stats.Skipped, "checkpoint", pglogrepl.LSN(b.endLSN).String(),

@@ -65,7 +65,7 @@ func (r *runner) catchUp(ctx context.Context, app *applier, snapshotReader *pgx.
 		return r.readOutbox(gctx, reader, after, last, changes, budget)
 	})
 	g.Go(func() (err error) {
-		total, err = foldChanges(gctx, app, changes, budget, r.cfg.BatchSize, r.cfg.BatchBytes)
+		total, err = foldChanges(gctx, app, changes, budget, r.cfg)
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -127,8 +127,8 @@ func changeWeight(c *change) int64 { return min(int64(c.size()), inFlightBytes) 
 
 // foldChanges applies changes in batches until the channel closes, the
 // next batch begun in the round trip of the one before.
-func foldChanges(ctx context.Context, app *applier, changes <-chan change, budget *semaphore.Weighted, maxCount, maxBytes int) (applyStats, error) {
-	q := batchQueue{maxCount: maxCount, maxBytes: maxBytes}
+func foldChanges(ctx context.Context, app *applier, changes <-chan change, budget *semaphore.Weighted, cfg Config) (applyStats, error) {
+	q := batchQueue{maxCount: cfg.BatchSize, maxBytes: cfg.BatchBytes}
 	var total applyStats
 	take := func(c change) {
 		budget.Release(changeWeight(&c))
@@ -158,11 +158,12 @@ func foldChanges(ctx context.Context, app *applier, changes <-chan change, budge
 			}
 		}
 		b := q.take(0)
+		began := time.Now()
 		stats, err := app.apply(ctx, b, q.peek(0))
 		if err != nil {
 			return total, fmt.Errorf("catch-up apply: %w", err)
 		}
-		total.add(stats)
+		total.add(reportBatch(cfg.Observer, stats, len(b.changes), time.Since(began), true))
 	}
 	return total, nil
 }

@@ -62,7 +62,7 @@ var foldSQL = `WITH e AS MATERIALIZED (
 	FROM v LEFT JOIN v AS p ON p.ord = v.prev
 	ORDER BY v.ord
 	ON CONFLICT (outbox_id) DO NOTHING
-	RETURNING operation
+	RETURNING operation, source_committed_at
 ), users AS (
 	INSERT INTO neon_auth.users_sync AS t (id, name, email, created_at, updated_at, deleted_at, raw_json)
 	SELECT user_id, name, email, created_at, updated_at, deleted_at, raw_json FROM v WHERE final
@@ -76,7 +76,7 @@ var foldSQL = `WITH e AS MATERIALIZED (
 		profile_outbox_id = excluded.profile_outbox_id, last_at = excluded.last_at,
 		last_outbox_id = excluded.last_outbox_id
 )
-SELECT operation, count(*)::int FROM history GROUP BY operation`
+SELECT operation, source_committed_at FROM history`
 
 const insertRejectsSQL = `INSERT INTO neon_auth.outbox_rejects (outbox_id, provider, event_type, payload, error, source_lsn)
 	SELECT outbox_id, provider, event_type, payload::jsonb, error, source_lsn::pg_lsn
@@ -102,6 +102,7 @@ type foldPlan struct {
 	last                          map[string]int  // user → 0-based position of its last change so far
 	lastChange                    map[string]int  // user → 0-based position of its last change that changed something
 	rejects                       rejectRows
+	redact                        []redaction // outbox rows of forgotten users (forgotten.go)
 }
 
 type rejectRows struct {
@@ -111,17 +112,23 @@ type rejectRows struct {
 }
 
 // foldBatch folds b's changes in order into states (which it updates) and
-// plans the writes; forcedReject turns every change into a reject.
-func foldBatch(b *batch, states map[string]*outbox.State, forcedReject *string) *foldPlan {
+// plans the writes; forcedReject turns every change into a reject. A change
+// of a forgotten user is recorded as such, never folded, and its payload is
+// queued for redaction.
+func foldBatch(b *batch, states map[string]*outbox.State, forgotten map[string]bool, forcedReject *string) *foldPlan {
 	p := &foldPlan{rawIndex: make(map[int64]int32), last: make(map[string]int), lastChange: make(map[string]int)}
 	for i := range b.changes {
 		c := &b.changes[i]
 		switch {
 		case forcedReject != nil:
-			p.rejects.add(&c.src, *forcedReject)
+			p.rejects.add(&c.src, p.rejectPayload(&c.src, forgotten), *forcedReject)
 			continue
 		case c.reject != "":
-			p.rejects.add(&c.src, c.reject)
+			p.rejects.add(&c.src, p.rejectPayload(&c.src, forgotten), c.reject)
+			continue
+		case forgotten[c.ev.UserID]:
+			p.add(c, outbox.OpForgotten, &outbox.State{})
+			p.redact = append(p.redact, redaction{outboxID: c.ev.OutboxID, userID: c.ev.UserID})
 			continue
 		}
 		ev := &c.ev
@@ -168,7 +175,7 @@ func (p *foldPlan) add(c *change, op outbox.Operation, st *outbox.State) {
 	}
 	p.last[ev.UserID] = pos
 	p.final = append(p.final, false)
-	if op != outbox.OpStale {
+	if op != outbox.OpStale && op != outbox.OpForgotten {
 		p.lastChange[ev.UserID] = pos
 	}
 
@@ -201,11 +208,11 @@ func (p *foldPlan) rawRef(st *outbox.State, ev *outbox.Event) *int32 {
 	return &ref
 }
 
-func (r *rejectRows) add(src *sourceRecord, reason string) {
+func (r *rejectRows) add(src *sourceRecord, payload, reason string) {
 	r.ids = append(r.ids, src.ID)
 	r.providers = append(r.providers, src.Provider)
 	r.types = append(r.types, src.EventType)
-	r.payloads = append(r.payloads, string(src.Payload))
+	r.payloads = append(r.payloads, payload)
 	r.why = append(r.why, reason)
 	lsn, _ := sourcePosition(src)
 	r.lsns = append(r.lsns, lsn)
@@ -229,8 +236,16 @@ func (p *foldPlan) read(br pgx.BatchResults) (applyStats, error) {
 	if len(p.users) > 0 {
 		rows, _ := br.Query()
 		var op string
-		var n int
-		_, err := pgx.ForEachRow(rows, []any{&op, &n}, func() error { stats.Folded += n; return nil })
+		var committed *time.Time
+		stats.ops = make(map[outbox.Operation]int)
+		_, err := pgx.ForEachRow(rows, []any{&op, &committed}, func() error {
+			stats.Folded++
+			stats.ops[outbox.Operation(op)]++
+			if committed != nil {
+				stats.commits = append(stats.commits, *committed)
+			}
+			return nil
+		})
 		if err != nil {
 			return stats, fmt.Errorf("write folded batch: %w", err)
 		}

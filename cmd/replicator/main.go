@@ -72,6 +72,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			devCommand(),
 			ingestCommand(),
 			importCommand(),
+			historyCommand(),
+			asOfCommand(),
+			verifyCommand(),
+			resyncCommand(),
+			forgetCommand(),
+			pruneCommand(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return newUsageError("%v (see 'replicator --help')", err)
