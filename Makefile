@@ -2,7 +2,7 @@
 
 GO       ?= go
 FUZZTIME ?= 30s
-FUZZPKGS := ./outbox/ ./outbox/webhook/
+FUZZPKGS := ./outbox/ ./outbox/webhook/ ./outbox/importer/
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Go files to check with gofmt, skipping build output, vendored code,
@@ -16,7 +16,7 @@ LONG_FAULTS_ON ?= 18
 DURATION  ?= 30m
 SEED      ?= 0
 
-.PHONY: help build test test-matrix soak lint fuzz bench demo clean
+.PHONY: help build test test-matrix soak lint fuzz bench bench-go demo clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,7 +57,10 @@ fuzz: ## Run each fuzz target (./outbox/...) for FUZZTIME (default 30s)
 		done; \
 	done
 
-bench: ## Run the benchmarks
+bench: build ## Measure the replicator against references (3-4 min); writes docs/benchmarks.md (BENCHFLAGS=-h lists the flags)
+	$(GO) run ./scripts/bench -replicator bin/replicator $(BENCHFLAGS)
+
+bench-go: ## Run the Go micro-benchmarks (go test -bench)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 demo: ## Run the replicator against a throwaway local database, with demo traffic

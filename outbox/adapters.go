@@ -1,7 +1,6 @@
 package outbox
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -89,12 +88,12 @@ func firstLastName(d *decoder) (*string, error) {
 // clerkEmail picks the address whose id is primary_email_address_id, else the
 // first address: Clerk lists every address the user has, verified or not.
 func clerkEmail(d *decoder) (*string, error) {
-	v := d.user.m["email_addresses"]
+	v := d.user.m.at("email_addresses")
 	if k := kind(v); k == "absent" || k == "null" {
 		return nil, nil
 	}
-	var list []map[string]json.RawMessage
-	if kind(v) != "array" || json.Unmarshal(v, &list) != nil {
+	list, ok := objectList(v)
+	if !ok {
 		return nil, d.badField(d.user, "email_addresses", v, "want an array of email address objects")
 	}
 	if len(list) == 0 {
@@ -107,7 +106,7 @@ func clerkEmail(d *decoder) (*string, error) {
 	chosen := 0
 	for i, entry := range list {
 		var id string
-		if primary != nil && json.Unmarshal(entry["id"], &id) == nil && id == *primary {
+		if primary != nil && unquote(entry.at("id"), &id) && id == *primary {
 			chosen = i
 			break
 		}

@@ -102,11 +102,11 @@ type decoder struct {
 // envelope, and every WorkOS event, carries its own event id).
 func newDecoder(r Record) (*decoder, error) {
 	d := &decoder{rec: r}
-	var top map[string]json.RawMessage
-	if err := d.parseObject(r.Payload, &top); err != nil {
+	top, err := d.parseObject(r.Payload)
+	if err != nil {
 		return nil, err
 	}
-	data := top["data"]
+	data := top.at("data")
 	if !isEnvelope(top, envelopeTypeKey(r.Provider)) {
 		d.user = members{m: top, loc: "at the top level"}
 		// A copy: the caller may reuse its buffer (a WAL message) after we return.
@@ -117,12 +117,13 @@ func newDecoder(r Record) (*decoder, error) {
 	if err := d.checkEnvelopeType(); err != nil {
 		return nil, err
 	}
-	var user map[string]json.RawMessage
-	if err := d.parseObject(data, &user); err != nil {
+	user, err := d.parseObject(data)
+	if err != nil {
 		return nil, err
 	}
 	d.user = members{m: user, loc: `in "data"`}
-	d.object = data // json.RawMessage.UnmarshalJSON already copied it
+	// A copy, as above: members may be slices of the payload.
+	d.object = bytes.Clone(data)
 	return d, nil
 }
 
@@ -136,29 +137,34 @@ func envelopeTypeKey(provider string) string {
 	return "type"
 }
 
-func isEnvelope(top map[string]json.RawMessage, typeKey string) bool {
-	if kind(top["data"]) != "object" {
+func isEnvelope(top fields, typeKey string) bool {
+	if kind(top.at("data")) != "object" {
 		return false
 	}
-	if _, hasID := top["id"]; !hasID {
+	if _, hasID := top.get("id"); !hasID {
 		return true
 	}
 	var typ string
-	return kind(top[typeKey]) == "string" && json.Unmarshal(top[typeKey], &typ) == nil && strings.HasPrefix(typ, "user.")
+	return kind(top.at(typeKey)) == "string" && unquote(top.at(typeKey), &typ) && strings.HasPrefix(typ, "user.")
 }
 
-// parseObject decodes a JSON object into its raw members.
-func (d *decoder) parseObject(b []byte, m *map[string]json.RawMessage) error {
-	if err := json.Unmarshal(b, m); err != nil {
+// parseObject splits a JSON object into its raw members, which may be
+// slices of b.
+func (d *decoder) parseObject(b []byte) (fields, error) {
+	if fast, ok := scanObject(b); ok {
+		return fast, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
 		if !json.Valid(b) {
-			return d.reject("payload is not valid JSON: %s", err)
+			return nil, d.reject("payload is not valid JSON: %s", err)
 		}
-		return d.reject("payload is a JSON %s, want an object (a user or a webhook body)", kind(bytes.TrimSpace(b)))
+		return nil, d.reject("payload is a JSON %s, want an object (a user or a webhook body)", kind(bytes.TrimSpace(b)))
 	}
-	if *m == nil { // the JSON null decodes into a nil map without error
-		return d.reject("payload is JSON null, want an object (a user or a webhook body)")
+	if m == nil { // the JSON null decodes into a nil map without error
+		return nil, d.reject("payload is JSON null, want an object (a user or a webhook body)")
 	}
-	return nil
+	return fieldsOf(m), nil
 }
 
 // checkEnvelopeType rejects a webhook body whose event type ("type", or
@@ -166,9 +172,9 @@ func (d *decoder) parseObject(b []byte, m *map[string]json.RawMessage) error {
 // two is wrong, and folding could lose data.
 func (d *decoder) checkEnvelopeType() error {
 	key := envelopeTypeKey(d.rec.Provider)
-	v := d.env.m[key]
+	v := d.env.m.at(key)
 	var s string
-	if kind(v) != "string" || json.Unmarshal(v, &s) != nil || s == d.rec.EventType {
+	if kind(v) != "string" || !unquote(v, &s) || s == d.rec.EventType {
 		return nil
 	}
 	return d.reject(`payload %q is %s but the outbox event_type is %q: the webhook body and the row disagree`, key, quote(s), d.rec.EventType)
@@ -181,13 +187,13 @@ const MaxUserIDBytes = 1024
 
 // userID reads the user's id, which every event must carry to be folded.
 func (d *decoder) userID() (string, error) {
-	v, ok := d.user.m["id"]
+	v, ok := d.user.m.get("id")
 	if !ok {
 		verb := strings.TrimPrefix(d.rec.EventType, "user.")
 		return "", d.reject(`payload has no "id" %s: cannot tell which user was %s`, d.user.loc, verb)
 	}
 	var s string
-	if kind(v) != "string" || json.Unmarshal(v, &s) != nil || s == "" {
+	if kind(v) != "string" || !unquote(v, &s) || s == "" {
 		return "", d.badField(d.user, "id", v, "want a non-empty string")
 	}
 	if strings.IndexByte(s, 0) >= 0 {
@@ -218,13 +224,13 @@ func (d *decoder) hasNUL(o members, key string) error {
 
 // str reads an optional string member: absent and null give nil.
 func (d *decoder) str(o members, key string) (*string, error) {
-	v := o.m[key]
+	v := o.m.at(key)
 	switch kind(v) {
 	case "absent", "null":
 		return nil, nil
 	case "string":
 		var s string
-		if json.Unmarshal(v, &s) == nil {
+		if unquote(v, &s) {
 			if strings.IndexByte(s, 0) >= 0 {
 				return nil, d.hasNUL(o, key)
 			}
@@ -236,7 +242,7 @@ func (d *decoder) str(o members, key string) (*string, error) {
 
 // millis reads an optional millisecond-epoch member: absent and null give nil.
 func (d *decoder) millis(o members, key string) (*time.Time, error) {
-	v := o.m[key]
+	v := o.m.at(key)
 	if k := kind(v); k == "absent" || k == "null" {
 		return nil, nil
 	}
@@ -250,7 +256,7 @@ func (d *decoder) millis(o members, key string) (*time.Time, error) {
 // isoTime reads an optional member holding an ISO 8601 time string: absent
 // and null give nil.
 func (d *decoder) isoTime(o members, key string) (*time.Time, error) {
-	v := o.m[key]
+	v := o.m.at(key)
 	if k := kind(v); k == "absent" || k == "null" {
 		return nil, nil
 	}
@@ -264,7 +270,7 @@ func (d *decoder) isoTime(o members, key string) (*time.Time, error) {
 // anyTime reads an optional member holding an RFC 3339 string or a
 // millisecond-epoch number: absent and null give nil.
 func (d *decoder) anyTime(o members, key string) (*time.Time, error) {
-	v := o.m[key]
+	v := o.m.at(key)
 	var t time.Time
 	var complaint string
 	switch kind(v) {

@@ -127,4 +127,9 @@ const (
 	OpUpdate Operation = "update"
 	OpDelete Operation = "delete"
 	OpStale  Operation = "stale"
+	// OpResync is a repair by `replicator resync`; it folds no event.
+	OpResync Operation = "resync"
+	// OpForgotten is an event for a user erased by `replicator forget`,
+	// recorded without the user's data and not folded.
+	OpForgotten Operation = "forgotten"
 )

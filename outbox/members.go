@@ -14,7 +14,7 @@ import (
 // adapter reads them, so that each value is type-checked where it is used and
 // the payload is not decoded again into typed structs.
 type members struct {
-	m map[string]json.RawMessage
+	m fields
 	// loc says where the object sits, for reject reasons: `in "data"`.
 	loc string
 }
@@ -78,7 +78,7 @@ func parseMillis(v json.RawMessage) (time.Time, string) {
 // parseRFC3339 reads a JSON string holding an RFC 3339 time.
 func parseRFC3339(v json.RawMessage) (time.Time, string) {
 	var s string
-	if kind(v) != "string" || json.Unmarshal(v, &s) != nil {
+	if kind(v) != "string" || !unquote(v, &s) {
 		return time.Time{}, "want an RFC 3339 time"
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
@@ -101,15 +101,27 @@ var isoLayouts = []string{
 // parseISO8601 reads a JSON string holding an ISO 8601 date and time.
 func parseISO8601(v json.RawMessage) (time.Time, string) {
 	var s string
-	if kind(v) != "string" || json.Unmarshal(v, &s) != nil {
+	if kind(v) != "string" || !unquote(v, &s) {
 		return time.Time{}, "want an ISO 8601 time string"
 	}
+	if t, ok := ParseISO8601(s); ok {
+		return t, ""
+	}
+	return time.Time{}, "want an ISO 8601 time such as 2024-05-01T12:00:00.000Z (years 1 to 9999)"
+}
+
+// ParseISO8601 reads a time the way the WorkOS adapter does: RFC 3339, or
+// the same with a space for the "T" and no zone (UTC). The result is UTC,
+// truncated to microseconds; ok is false for anything else or a year outside
+// 1 to 9999.
+func ParseISO8601(s string) (t time.Time, ok bool) {
 	for _, layout := range isoLayouts {
 		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
-			return inRange(t)
+			t, complaint := inRange(t)
+			return t, complaint == ""
 		}
 	}
-	return time.Time{}, "want an ISO 8601 time such as 2024-05-01T12:00:00.000Z"
+	return time.Time{}, false
 }
 
 // inRange returns t as Postgres will store it, or a complaint.

@@ -6,79 +6,81 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/usersync/usersync/outbox"
 )
 
-// applier folds batches of outbox records, each batch in one transaction that
-// also advances the checkpoint. It costs two round trips per batch whatever
-// its size: one to lock the checkpoint and load what the fold needs, one to
-// write the results and commit.
+// applier folds batches of outbox changes, each batch in one transaction
+// that also advances the checkpoint. A batch costs one round trip when the
+// next one is ready as it commits (a backlog): its transaction is begun —
+// fenced and its users' state loaded — in the same round trip as the
+// commit. A lone batch costs two.
 type applier struct {
 	conn       *pgx.Conn
 	slot       string
 	generation int64
+	// begun is the transaction begun for the batch that follows, if any.
+	begun *begunTx
+}
+
+// begunTx is an open transaction, begun for batch b: fenced, locked and
+// with the state of b's users loaded, or the error that stopped it.
+type begunTx struct {
+	b         *batch
+	states    map[string]*outbox.State
+	forgotten map[string]bool // users erased by forget (forgotten.go)
+	err       error
 }
 
 // applyStats counts what one apply did.
 type applyStats struct {
-	Folded   int // history rows written (stale included)
-	Rejected int // outbox_rejects rows written
-	Skipped  int // records already accounted for (a replay)
+	Folded   int                      // history rows written (stale included)
+	Rejected int                      // outbox_rejects rows written
+	Skipped  int                      // changes already accounted for (a replay)
+	ops      map[outbox.Operation]int // history rows by operation (observer.go)
+	commits  []time.Time              // source commit times of streamed events folded
 }
 
 func (s *applyStats) add(o applyStats) {
 	s.Folded += o.Folded
 	s.Rejected += o.Rejected
 	s.Skipped += o.Skipped
+	for op, n := range o.ops {
+		if s.ops == nil {
+			s.ops = make(map[outbox.Operation]int)
+		}
+		s.ops[op] += n
+	}
+	s.commits = append(s.commits, o.commits...)
 }
 
-// pendingReject is a record that cannot be folded, with the reason.
-type pendingReject struct {
-	src    *sourceRecord
-	reason string
-}
-
-// foldInput is a batch after decoding, outside any transaction.
-type foldInput struct {
-	events  []outbox.Event // parallel to eventSrc
-	evSrc   []*sourceRecord
-	rejects []pendingReject
-	userIDs []string
-	ids     []int64
-}
-
-// historyEntry is one users_sync_history row to write.
-type historyEntry struct {
-	ev            *outbox.Event
-	src           *sourceRecord
-	op            outbox.Operation
-	before, after *outbox.Row
-}
-
-// apply folds recs and moves the checkpoint to endLSN (0 leaves it where it
-// is: a chunk of a transaction not yet complete). If the database refuses
-// the batch's data, it retries record by record so that only the record at
-// fault becomes a reject and nothing blocks the stream.
-func (a *applier) apply(ctx context.Context, recs []sourceRecord, endLSN uint64) (applyStats, error) {
-	stats, err := a.applyOnce(ctx, decodeBatch(recs, nil), endLSN)
+// apply folds b and commits it, moving the checkpoint to b.endLSN (0
+// leaves it where it is: a chunk of a transaction not yet complete). next,
+// when non-nil, is the batch that follows: its transaction is begun in the
+// same round trip. If the database refuses b's data, b is retried change by
+// change, so that only the change at fault becomes a reject and nothing
+// blocks the stream.
+func (a *applier) apply(ctx context.Context, b, next *batch) (applyStats, error) {
+	if next != nil && len(next.changes) == 0 {
+		next = nil
+	}
+	stats, err := a.applyOnce(ctx, b, next, nil)
 	if err == nil || !isDataError(err) {
 		return stats, err
 	}
-	if len(recs) == 1 {
+	if len(b.changes) == 1 {
 		reason := fmt.Sprintf("the database refused the folded row: %s; fix the payload and insert it again", pgMessage(err))
-		return a.applyOnce(ctx, decodeBatch(recs, &reason), endLSN)
+		return a.applyOnce(ctx, b, nil, &reason)
 	}
 	var total applyStats
-	for i := range recs {
-		lsn := uint64(0)
-		if i == len(recs)-1 {
-			lsn = endLSN
+	for i := range b.changes {
+		one := &batch{changes: b.changes[i : i+1]}
+		if i == len(b.changes)-1 {
+			one.endLSN = b.endLSN
 		}
-		s, err := a.apply(ctx, recs[i:i+1], lsn)
+		s, err := a.apply(ctx, one, nil)
 		if err != nil {
 			return total, err
 		}
@@ -87,67 +89,76 @@ func (a *applier) apply(ctx context.Context, recs []sourceRecord, endLSN uint64)
 	return total, nil
 }
 
-// decodeBatch decodes every record; forcedReject turns them all into rejects.
-func decodeBatch(recs []sourceRecord, forcedReject *string) *foldInput {
-	in := &foldInput{}
-	seen := make(map[string]bool)
-	for i := range recs {
-		src := &recs[i]
-		in.ids = append(in.ids, src.ID)
-		if forcedReject != nil {
-			in.rejects = append(in.rejects, pendingReject{src, *forcedReject})
-			continue
-		}
-		ev, err := outbox.Decode(src.Record)
-		if err != nil {
-			in.rejects = append(in.rejects, pendingReject{src, err.Error()})
-			continue
-		}
-		in.events = append(in.events, ev)
-		in.evSrc = append(in.evSrc, src)
-		if !seen[ev.UserID] {
-			seen[ev.UserID] = true
-			in.userIDs = append(in.userIDs, ev.UserID)
-		}
-	}
-	return in
-}
-
-func (a *applier) applyOnce(ctx context.Context, in *foldInput, endLSN uint64) (stats applyStats, err error) {
-	// Any failure after the pipelined BEGIN leaves the transaction open or
-	// aborted: end it so the connection stays usable.
+func (a *applier) applyOnce(ctx context.Context, b, next *batch, forcedReject *string) (stats applyStats, err error) {
+	// Any failure leaves a transaction open or aborted: end it so that the
+	// connection stays usable.
 	defer func() {
-		if err != nil && !a.conn.IsClosed() {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_, _ = a.conn.Exec(rctx, "ROLLBACK")
+		if err != nil {
+			a.begun = nil
+			if !a.conn.IsClosed() {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				_, _ = a.conn.Exec(rctx, "ROLLBACK")
+			}
 		}
 	}()
-	accounted, states, err := a.lockAndLoad(ctx, in, endLSN)
+	t, err := a.beginFor(ctx, b)
 	if err != nil {
 		return stats, err
 	}
-	history, changed, stats := foldBatch(in, accounted, states)
-	w := newWriteBatch()
-	w.queueUsers(changed, states)
-	w.queueHistory(history)
-	rejects := 0
-	for _, r := range in.rejects {
-		if !accounted[r.src.ID] {
-			w.addReject(r)
-			accounted[r.src.ID] = true
-			rejects++
-		} else {
-			stats.Skipped++
+	plan := foldBatch(b, t.states, t.forgotten, forcedReject)
+	if err := a.redact(ctx, plan.redact); err != nil {
+		return stats, err
+	}
+	q := &pgx.Batch{}
+	plan.queue(q)
+	q.Queue("COMMIT")
+	if next != nil {
+		a.queueBegin(q, next)
+	}
+	br := a.conn.SendBatch(ctx, q)
+	if stats, err = plan.read(br); err != nil {
+		_ = br.Close()
+		return stats, err
+	}
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return stats, fmt.Errorf("commit: %w", err)
+	}
+	// b has committed: what goes wrong from here on is next's to report.
+	var nextTx *begunTx
+	if next != nil {
+		nextTx = a.readBegin(br, next)
+	}
+	if cerr := br.Close(); cerr != nil && nextTx != nil && nextTx.err == nil {
+		nextTx.err = fmt.Errorf("begin apply: %w", cerr)
+	}
+	a.begun = nextTx
+	return stats, nil
+}
+
+// beginFor returns a transaction begun for b: the one begun with the
+// previous batch's commit, or a new one.
+func (a *applier) beginFor(ctx context.Context, b *batch) (*begunTx, error) {
+	if t := a.begun; t != nil {
+		a.begun = nil
+		if t.b == b {
+			return t, t.err
+		}
+		// Begun for a batch that is not the one applied now (after a
+		// change-by-change retry): start over.
+		if _, err := a.conn.Exec(ctx, "ROLLBACK"); err != nil {
+			return nil, fmt.Errorf("roll back: %w", err)
 		}
 	}
-	w.queueRejects()
-	w.b.Queue("COMMIT")
-	if err := a.conn.SendBatch(ctx, w.b).Close(); err != nil {
-		return stats, fmt.Errorf("write batch: %w", err)
+	q := &pgx.Batch{}
+	a.queueBegin(q, b)
+	br := a.conn.SendBatch(ctx, q)
+	t := a.readBegin(br, b)
+	if err := br.Close(); err != nil && t.err == nil {
+		t.err = fmt.Errorf("begin apply: %w", err)
 	}
-	stats.Rejected = rejects
-	return stats, nil
+	return t, t.err
 }
 
 // foldLockID is the transaction-scoped advisory lock every apply takes, so
@@ -159,10 +170,10 @@ const (
 	checkpointCAS = `UPDATE neon_auth.replicator_checkpoint
 		SET lsn = GREATEST(lsn, $3::pg_lsn), updated_at = now()
 		WHERE slot_name = $1 AND generation = $2`
-	accountedSQL = `SELECT outbox_id FROM neon_auth.users_sync_history WHERE outbox_id = ANY($1::int8[])
-		UNION ALL
-		SELECT outbox_id FROM neon_auth.outbox_rejects WHERE outbox_id = ANY($1::int8[])`
-	loadStatesSQL = `SELECT q.id, u.id IS NOT NULL, u.name, u.email, u.created_at, u.updated_at, u.deleted_at, u.raw_json::text,
+	// loadStatesSQL reads what the fold needs of each user: the registers
+	// and the row's columns, but not raw_json, which the write takes from
+	// where it is (the row itself, or the object sent with the batch).
+	loadStatesSQL = `SELECT q.id, u.id IS NOT NULL, u.name, u.email, u.created_at, u.updated_at, u.deleted_at,
 			s.profile_at, s.profile_outbox_id, s.last_at, s.last_outbox_id
 		FROM unnest($1::text[]) AS q(id)
 		LEFT JOIN neon_auth.users_sync u ON u.id = q.id
@@ -170,45 +181,65 @@ const (
 		WHERE u.id IS NOT NULL OR s.user_id IS NOT NULL`
 )
 
-// lockAndLoad opens the transaction, takes the checkpoint row (the fence:
-// it fails when another instance has taken a newer generation, and it
-// serialises concurrent appliers so the accounted-for check below is
-// race-free), and loads the outbox ids already accounted for and the
-// current state of the batch's users.
-func (a *applier) lockAndLoad(ctx context.Context, in *foldInput, endLSN uint64) (map[int64]bool, map[string]*outbox.State, error) {
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
+// queueBegin opens b's transaction: the fold lock, the checkpoint
+// compare-and-set (the fence: it fails when another instance has taken a
+// newer generation, and it serialises appliers), the load of the state of
+// b's users, which every change already applied (a replay) is folded
+// against as stale, and which of them were forgotten. Reading after the
+// fold lock, which resync and forget take too, it sees every write they
+// committed.
+func (a *applier) queueBegin(q *pgx.Batch, b *batch) {
+	q.Queue("BEGIN")
 	// Fold state is shared by every slot's replicator: take turns.
-	b.Queue("SELECT pg_advisory_xact_lock($1)", int64(foldLockID))
-	b.Queue(checkpointCAS, a.slot, a.generation, pglogrepl.LSN(endLSN).String())
-	b.Queue(accountedSQL, in.ids)
-	b.Queue(loadStatesSQL, in.userIDs)
-	br := a.conn.SendBatch(ctx, b)
-	defer br.Close()
+	q.Queue("SELECT pg_advisory_xact_lock($1)", int64(foldLockID))
+	q.Queue(checkpointCAS, a.slot, a.generation, lsnText(b.endLSN))
+	q.Queue(loadStatesSQL, b.userIDs())
+	q.Queue(forgottenSQL, b.forgottenCandidates())
+}
+
+// readBegin reads the results queueBegin asked for.
+func (a *applier) readBegin(br pgx.BatchResults, b *batch) *begunTx {
+	t := &begunTx{b: b}
 	if _, err := br.Exec(); err != nil {
-		return nil, nil, fmt.Errorf("begin apply: %w", err)
+		t.err = fmt.Errorf("begin apply: %w", err)
+		return t
 	}
 	if _, err := br.Exec(); err != nil {
-		return nil, nil, fmt.Errorf("take fold lock: %w", err)
+		t.err = fmt.Errorf("take fold lock: %w", err)
+		return t
 	}
 	tag, err := br.Exec()
 	if err != nil {
-		return nil, nil, fmt.Errorf("advance checkpoint: %w", err)
+		t.err = fmt.Errorf("advance checkpoint: %w", err)
+		return t
 	}
 	if tag.RowsAffected() != 1 {
-		return nil, nil, ErrFenced
+		t.err = ErrFenced
+		return t
 	}
-	accounted := make(map[int64]bool)
-	rows, _ := br.Query()
-	var id int64
-	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { accounted[id] = true; return nil }); err != nil {
-		return nil, nil, fmt.Errorf("load accounted ids: %w", err)
+	if t.states, t.err = scanStates(br); t.err != nil {
+		return t
 	}
-	states, err := scanStates(br)
-	if err != nil {
-		return nil, nil, err
+	t.forgotten, t.err = readForgotten(br)
+	return t
+}
+
+// userIDs lists the users of the batch's foldable changes, once each.
+func (b *batch) userIDs() []string {
+	seen := make(map[string]bool, len(b.changes))
+	ids := make([]string, 0, len(b.changes))
+	for i := range b.changes {
+		c := &b.changes[i]
+		if c.reject == "" && !seen[c.ev.UserID] {
+			seen[c.ev.UserID] = true
+			ids = append(ids, c.ev.UserID)
+		}
 	}
-	return accounted, states, br.Close()
+	return ids
+}
+
+func lsnText(lsn uint64) string {
+	return fmt.Sprintf("%X/%X", uint32(lsn>>32), uint32(lsn))
 }
 
 func scanStates(br pgx.BatchResults) (map[string]*outbox.State, error) {
@@ -217,23 +248,20 @@ func scanStates(br pgx.BatchResults) (map[string]*outbox.State, error) {
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			id, raw           string
+			id                string
 			hasRow            bool
 			row               outbox.Row
-			rawText           *string
 			profileAt, lastAt *time.Time
 			profileID, lastID *int64
 		)
-		if err := rows.Scan(&id, &hasRow, &row.Name, &row.Email, &row.CreatedAt, &row.UpdatedAt, &row.DeletedAt, &rawText,
+		if err := rows.Scan(&id, &hasRow, &row.Name, &row.Email, &row.CreatedAt, &row.UpdatedAt, &row.DeletedAt,
 			&profileAt, &profileID, &lastAt, &lastID); err != nil {
 			return nil, fmt.Errorf("load user state: %w", err)
 		}
 		st := &outbox.State{Profile: keyOf(profileAt, profileID), Last: keyOf(lastAt, lastID)}
 		if hasRow {
-			if rawText != nil {
-				raw = *rawText
-			}
-			row.ID, row.RawJSON = id, []byte(raw)
+			row.ID = id
+			utcTimes(&row)
 			st.Row = &row
 		}
 		states[id] = st
@@ -244,44 +272,21 @@ func scanStates(br pgx.BatchResults) (map[string]*outbox.State, error) {
 	return states, nil
 }
 
+// utcTimes puts a loaded row's times in UTC, as the fold produces them.
+func utcTimes(r *outbox.Row) {
+	for _, t := range []**time.Time{&r.CreatedAt, &r.UpdatedAt, &r.DeletedAt} {
+		if *t != nil {
+			u := (*t).UTC()
+			*t = &u
+		}
+	}
+}
+
 func keyOf(at *time.Time, id *int64) outbox.Key {
 	if at == nil || id == nil {
 		return outbox.Key{}
 	}
 	return outbox.Key{At: at.UTC(), OutboxID: *id}
-}
-
-// foldBatch folds the batch's events in order into states, skipping those
-// already accounted for, and returns the history to write and the users whose
-// state changed.
-func foldBatch(in *foldInput, accounted map[int64]bool, states map[string]*outbox.State) ([]historyEntry, []string, applyStats) {
-	var (
-		history []historyEntry
-		changed []string
-		stats   applyStats
-	)
-	isChanged := make(map[string]bool)
-	for i := range in.events {
-		ev := &in.events[i]
-		if accounted[ev.OutboxID] {
-			stats.Skipped++
-			continue
-		}
-		accounted[ev.OutboxID] = true
-		st := states[ev.UserID]
-		if st == nil {
-			st = &outbox.State{}
-		}
-		next, op := outbox.Fold(*st, *ev)
-		history = append(history, historyEntry{ev: ev, src: in.evSrc[i], op: op, before: st.Row, after: next.Row})
-		states[ev.UserID] = &next
-		if op != outbox.OpStale && !isChanged[ev.UserID] {
-			isChanged[ev.UserID] = true
-			changed = append(changed, ev.UserID)
-		}
-		stats.Folded++
-	}
-	return history, changed, stats
 }
 
 // isDataError reports whether the database refused the data itself, which

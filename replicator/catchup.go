@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -53,24 +56,116 @@ func (r *runner) catchUp(ctx context.Context, app *applier, snapshotReader *pgx.
 	if err := reader.QueryRow(ctx, "SELECT COALESCE(min(id) - 1, 0), COALESCE(max(id), 0) FROM neon_auth.outbox").Scan(&after, &last); err != nil {
 		return fmt.Errorf("read outbox bounds: %w", err)
 	}
-	b := &catchUpBatch{app: app, typeMap: pgtype.NewMap(), maxCount: r.cfg.BatchSize, maxBytes: r.cfg.BatchBytes}
-	for after < last {
-		upper := min(after+int64(r.cfg.BackfillPageSize), last)
-		if err := b.foldRange(ctx, reader, after, upper); err != nil {
-			return err
-		}
-		after = upper
-	}
-	if err := b.flush(ctx); err != nil {
+	changes := make(chan change, handOffSlots)
+	budget := semaphore.NewWeighted(inFlightBytes)
+	var total applyStats
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(changes)
+		return r.readOutbox(gctx, reader, after, last, changes, budget)
+	})
+	g.Go(func() (err error) {
+		total, err = foldChanges(gctx, app, changes, budget, r.cfg)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	took := time.Since(started).Round(time.Millisecond).String()
-	if slotRecreated && b.total.Folded+b.total.Rejected > 0 {
-		r.logger.Warn("folded outbox rows the lost slot did not carry", "folded", b.total.Folded, "rejected", b.total.Rejected, "took", took)
+	if slotRecreated && total.Folded+total.Rejected > 0 {
+		r.logger.Warn("folded outbox rows the lost slot did not carry", "folded", total.Folded, "rejected", total.Rejected, "took", took)
 	} else {
-		r.logger.Info("caught up with the outbox", "folded", b.total.Folded, "rejected", b.total.Rejected, "took", took)
+		r.logger.Info("caught up with the outbox", "folded", total.Folded, "rejected", total.Rejected, "took", took)
 	}
 	return nil
+}
+
+// readOutbox reads the unaccounted rows with ids in (after, last], range by
+// range, decodes them and hands them on, holding at most inFlightBytes of
+// them at once.
+func (r *runner) readOutbox(ctx context.Context, reader *pgx.Conn, after, last int64, changes chan<- change, budget *semaphore.Weighted) error {
+	typeMap := pgtype.NewMap()
+	for after < last {
+		upper := min(after+int64(r.cfg.BackfillPageSize), last)
+		rows, err := reader.Query(ctx, catchUpSQL, after, upper)
+		if err != nil {
+			return fmt.Errorf("read outbox page: %w", err)
+		}
+		for rows.Next() {
+			var row textRow
+			for i, v := range rows.RawValues() {
+				if v != nil {
+					row[i] = append([]byte{}, v...)
+				}
+			}
+			rec, err := parseRecord(&row, typeMap)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			c := decodeChange(sourceRecord{Record: rec})
+			if err := budget.Acquire(ctx, changeWeight(&c)); err != nil {
+				rows.Close()
+				return err
+			}
+			select {
+			case changes <- c:
+			case <-ctx.Done():
+				rows.Close()
+				return ctx.Err()
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read outbox page: %w", err)
+		}
+		after = upper
+	}
+	return nil
+}
+
+func changeWeight(c *change) int64 { return min(int64(c.size()), inFlightBytes) }
+
+// foldChanges applies changes in batches until the channel closes, the
+// next batch begun in the round trip of the one before.
+func foldChanges(ctx context.Context, app *applier, changes <-chan change, budget *semaphore.Weighted, cfg Config) (applyStats, error) {
+	q := batchQueue{maxCount: cfg.BatchSize, maxBytes: cfg.BatchBytes}
+	var total applyStats
+	take := func(c change) {
+		budget.Release(changeWeight(&c))
+		q.add(c)
+	}
+	open := true
+	for open || q.ready(0) {
+		if !q.ready(0) {
+			c, ok := <-changes
+			if !ok {
+				open = false
+				continue
+			}
+			take(c)
+		}
+	gather: // what has arrived already, up to maxAhead full batches
+		for open && len(q.sealed) <= maxAhead {
+			select {
+			case c, ok := <-changes:
+				if !ok {
+					open = false
+					break gather
+				}
+				take(c)
+			default:
+				break gather
+			}
+		}
+		b := q.take(0)
+		began := time.Now()
+		stats, err := app.apply(ctx, b, q.peek(0))
+		if err != nil {
+			return total, fmt.Errorf("catch-up apply: %w", err)
+		}
+		total.add(reportBatch(cfg.Observer, stats, len(b.changes), time.Since(began), true))
+	}
+	return total, nil
 }
 
 // openSnapshotReader opens the catch-up's reader inside a repeatable-read
@@ -90,60 +185,4 @@ func openSnapshotReader(ctx context.Context, url, snapshot string) (*pgx.Conn, e
 		return nil, fmt.Errorf("import the slot's snapshot: %w", err)
 	}
 	return reader, nil
-}
-
-// catchUpBatch accumulates catch-up rows and applies them when full.
-type catchUpBatch struct {
-	app                *applier
-	typeMap            *pgtype.Map
-	maxCount, maxBytes int
-	recs               []sourceRecord
-	bytes              int
-	total              applyStats
-}
-
-// foldRange reads the unaccounted rows with ids in (after, upper].
-func (b *catchUpBatch) foldRange(ctx context.Context, reader *pgx.Conn, after, upper int64) error {
-	rows, err := reader.Query(ctx, catchUpSQL, after, upper)
-	if err != nil {
-		return fmt.Errorf("read outbox page: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var row textRow
-		for i, v := range rows.RawValues() {
-			if v != nil {
-				row[i] = append([]byte{}, v...)
-			}
-		}
-		rec, err := parseRecord(&row, b.typeMap)
-		if err != nil {
-			return err
-		}
-		b.recs = append(b.recs, sourceRecord{Record: rec})
-		b.bytes += b.recs[len(b.recs)-1].size()
-		if len(b.recs) >= b.maxCount || b.bytes >= b.maxBytes {
-			if err := b.flush(ctx); err != nil {
-				return err
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read outbox page: %w", err)
-	}
-	return nil
-}
-
-func (b *catchUpBatch) flush(ctx context.Context) error {
-	if len(b.recs) == 0 {
-		return nil
-	}
-	stats, err := b.app.apply(ctx, b.recs, 0)
-	if err != nil {
-		return fmt.Errorf("catch-up apply: %w", err)
-	}
-	b.total.add(stats)
-	clear(b.recs)
-	b.recs, b.bytes = b.recs[:0], 0
-	return nil
 }

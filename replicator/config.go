@@ -30,6 +30,9 @@ type Config struct {
 	StatusInterval time.Duration
 	// MaxBackoff caps the delay between reconnect attempts (default 30s).
 	MaxBackoff time.Duration
+	// Observer is told what the replicator does, for metrics and
+	// readiness (default: nobody).
+	Observer Observer
 
 	// skipStartupCatchUp lets benchmarks measure the stream alone on a backlog
 	// the slot holds; the catch-up still runs when the slot is created.
@@ -56,6 +59,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BackfillPageSize == 0 {
 		c.BackfillPageSize = 5000
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 30 * time.Second

@@ -211,6 +211,7 @@ func checkInvariants(t testing.TB, ctx context.Context, conn *pgx.Conn) {
 	if orphans != 0 {
 		t.Errorf("%d history/reject rows refer to no outbox row", orphans)
 	}
+	checkHistoryImages(t, ctx, conn)
 	want := pureFold(t, ctx, conn)
 	got := readUsers(t, ctx, conn)
 	if len(got) != len(want) {
@@ -287,3 +288,56 @@ var nonIdent = regexp.MustCompile(`[^a-zA-Z0-9_]`)
 func ptr[T any](v T) *T { return &v }
 
 var discardLogger = slog.New(slog.DiscardHandler)
+
+// checkHistoryImages asserts that the history's before/after images tell
+// each user's story without a gap: each row's before is the previous row's
+// after, a stale row changes nothing, every image has exactly the seven
+// columns of users_sync, and the last after is the users_sync row.
+func checkHistoryImages(t testing.TB, ctx context.Context, conn *pgx.Conn) {
+	t.Helper()
+	var broken, stale, shape int64
+	err := conn.QueryRow(ctx, `SELECT
+			count(*) FILTER (WHERE n > 1 AND before IS DISTINCT FROM prev),
+			count(*) FILTER (WHERE operation = 'stale' AND before IS DISTINCT FROM after),
+			count(*) FILTER (WHERE (after IS NOT NULL AND (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(after) k) <> $1)
+				OR (before IS NOT NULL AND (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(before) k) <> $1))
+		FROM (SELECT h.*, lag(after) OVER w AS prev, row_number() OVER w AS n
+			FROM neon_auth.users_sync_history h WINDOW w AS (PARTITION BY user_id ORDER BY id)) x`,
+		[]string{"created_at", "deleted_at", "email", "id", "name", "raw_json", "updated_at"}).Scan(&broken, &stale, &shape)
+	if err != nil {
+		t.Fatalf("check history images: %v", err)
+	}
+	if broken+stale+shape > 0 {
+		t.Errorf("history images: %d rows whose before is not the previous after, %d stale rows that change the row, %d images without exactly the users_sync columns", broken, stale, shape)
+	}
+	rows, err := conn.Query(ctx, `SELECT DISTINCT ON (user_id) user_id, after::text FROM neon_auth.users_sync_history ORDER BY user_id, id DESC`)
+	if err != nil {
+		t.Fatalf("read last images: %v", err)
+	}
+	last := map[string]*outbox.Row{}
+	for rows.Next() {
+		var id string
+		var after *string
+		if err := rows.Scan(&id, &after); err != nil {
+			t.Fatalf("read last images: %v", err)
+		}
+		if after == nil {
+			last[id] = nil
+			continue
+		}
+		var r outbox.Row
+		if err := json.Unmarshal([]byte(*after), &r); err != nil {
+			t.Fatalf("history image of %s does not read back as a row: %v\n%s", id, err, *after)
+		}
+		last[id] = &r
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("read last images: %v", err)
+	}
+	users := readUsers(t, ctx, conn)
+	for id, img := range last {
+		if u := users[id]; !outbox.RowsEqual(u, img) {
+			t.Errorf("the last history image of %s is not its users_sync row:\nimage %s\n  row %s", id, img.JSON(), u.JSON())
+		}
+	}
+}

@@ -27,12 +27,6 @@ type sourceRecord struct {
 	CommittedAt time.Time
 }
 
-// size approximates the memory a record costs while its batch is applied,
-// to bound batches by bytes: the payload is held about four times over (the
-// record, the decoded user object, raw_json in the write arrays, and the
-// history row's after image) plus fixed overhead.
-func (r *sourceRecord) size() int { return 4*len(r.Payload) + 1024 }
-
 // parseRecord converts a text row (session TimeZone=UTC, DateStyle=ISO).
 func parseRecord(row *textRow, m *pgtype.Map) (outbox.Record, error) {
 	var rec outbox.Record

@@ -43,6 +43,7 @@ func (r *runner) loop(ctx context.Context) error {
 	attempt, wasBusy := 0, false
 	for {
 		progress, err := r.session(ctx)
+		r.cfg.Observer.SessionEnded(err)
 		if ctx.Err() != nil {
 			r.logger.Info("stopped")
 			return nil
@@ -121,6 +122,8 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 	if err := r.startReplication(ctx, repl, st.LSN); err != nil {
 		return false, err
 	}
+	r.cfg.Observer.SlotHeld(true)
+	defer r.cfg.Observer.SlotHeld(false)
 	// From here on this instance holds the slot: only now may it fence others.
 	if r.standingBy {
 		r.logger.Info("slot is free; taking over")
@@ -174,6 +177,7 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 		if err := prepare(ctx); err != nil {
 			return err
 		}
+		r.cfg.Observer.CaughtUp()
 		r.logger.Info("streaming", "from", start.String(), "status_interval", s.interval.String())
 		return nil
 	})

@@ -260,8 +260,8 @@ func TestApplier_StaleGenerationIsFenced(t *testing.T) {
 	}
 	ids := db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "Stale")})
 	old := &applier{conn: db.conn, slot: "users_sync", generation: ownerA.Generation}
-	recs := []sourceRecord{{Record: readRecord(t, db.conn, ids[0])}}
-	if _, err := old.apply(ctx, recs, 0); !errors.Is(err, ErrFenced) {
+	b := batchOf(readRecord(t, db.conn, ids[0]))
+	if _, err := old.apply(ctx, b, nil); !errors.Is(err, ErrFenced) {
 		t.Fatalf("apply with a superseded generation = %v, want ErrFenced", err)
 	}
 	if n, _ := pendingCount(ctx, db.conn); n != 1 {
@@ -282,12 +282,11 @@ func TestApplier_ReplayIsSkipped(t *testing.T) {
 		event{provider: "generic", typ: "user.created", payload: `{}`},
 	)
 	app := &applier{conn: db.conn, slot: "users_sync", generation: owner.Generation}
-	recs := []sourceRecord{{Record: readRecord(t, db.conn, ids[0])}, {Record: readRecord(t, db.conn, ids[1])}}
-	first, err := app.apply(ctx, recs, 0)
+	first, err := app.apply(ctx, batchOf(readRecord(t, db.conn, ids[0]), readRecord(t, db.conn, ids[1])), nil)
 	if err != nil || first.Folded != 1 || first.Rejected != 1 {
 		t.Fatalf("first apply = %+v, %v; want 1 folded, 1 rejected", first, err)
 	}
-	again, err := app.apply(ctx, recs, 0)
+	again, err := app.apply(ctx, batchOf(readRecord(t, db.conn, ids[0]), readRecord(t, db.conn, ids[1])), nil)
 	if err != nil || again.Skipped != 2 || again.Folded != 0 || again.Rejected != 0 {
 		t.Fatalf("replayed apply = %+v, %v; want both skipped", again, err)
 	}
@@ -403,4 +402,13 @@ func TestRun_CatchUpOwedAfterAnInterruptedOneIsDone(t *testing.T) {
 		err := db.conn.QueryRow(context.Background(), "SELECT caught_up_epoch < catchup_epoch FROM neon_auth.replicator_checkpoint WHERE slot_name = $1", db.slot).Scan(&owed)
 		return !owed, err
 	})
+}
+
+// batchOf decodes records read from the outbox into a batch, as the catch-up does.
+func batchOf(recs ...outbox.Record) *batch {
+	b := &batch{}
+	for _, r := range recs {
+		b.add(decodeChange(sourceRecord{Record: r}))
+	}
+	return b
 }

@@ -25,6 +25,24 @@ var sessionParams = map[string]string{
 // owner can tell a stale instance's backend from anyone else's.
 const replicatorAppName = "usersync-replicator"
 
+// keyedAccessParams pin the plans of the replicator's statements, which
+// touch a few rows of large tables by key: index probes are right whatever
+// the statistics say, and the statistics are at their worst exactly when
+// the replicator is busiest — after a bulk load, before autovacuum has
+// analyzed, the tables look empty, and a plan that scans a whole table for
+// every batch looks cheap. With sequential scans of tables ruled out, the
+// planner still joins a batch's own rows (arrays, CTEs) however it likes.
+// Plans are made for each execution's parameters, never cached as generic.
+var keyedAccessParams = map[string]string{
+	"enable_seqscan":  "off",
+	"plan_cache_mode": "force_custom_plan",
+	// A batch's history images are sorted into apply order in memory.
+	"work_mem": "64MB",
+	// Row estimates of array parameters are guesses; compiling a batch's
+	// statement costs far more than running it.
+	"jit": "off",
+}
+
 // applyParams bound how long an apply transaction can sit idle holding the
 // checkpoint row: an instance paused mid-apply must not block the standby
 // that takes over from it.
@@ -65,11 +83,10 @@ func connect(ctx context.Context, url string, params map[string]string) (*pgx.Co
 	if err != nil {
 		return nil, configErrorf("DATABASE_URL: %v", err)
 	}
-	for k, v := range sessionParams {
-		cfg.RuntimeParams[k] = v
-	}
-	for k, v := range params {
-		cfg.RuntimeParams[k] = v
+	for _, m := range []map[string]string{sessionParams, keyedAccessParams, params} {
+		for k, v := range m {
+			cfg.RuntimeParams[k] = v
+		}
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -21,6 +21,9 @@ type Status struct {
 	AppliedLSN *string `json:"applied_lsn"`
 	// LagBytes is the WAL between the server's current position and ConfirmedLSN.
 	LagBytes *int64 `json:"lag_bytes"`
+	// LagSeconds is the age of the oldest outbox row not yet folded (0 when
+	// none): how far behind users_sync is, as /readyz measures it.
+	LagSeconds float64 `json:"lag_seconds"`
 	// PendingEvents counts outbox rows with neither a history nor a reject row.
 	PendingEvents int64 `json:"pending_events"`
 	// Rejects counts rows of neon_auth.outbox_rejects.
@@ -50,6 +53,11 @@ func ReadStatus(ctx context.Context, conn *pgx.Conn, slot string) (Status, error
 	if err != nil {
 		return st, fmt.Errorf("read status: %w", err)
 	}
+	lag, err := ReadLag(ctx, conn, slot, 0)
+	if err != nil {
+		return st, err
+	}
+	st.LagSeconds = lag.Seconds
 	return st, nil
 }
 

@@ -17,10 +17,23 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// streamItem is one decoded replication message handed from the reader to
-// the applier.
+// itemKind tells what a streamItem carries.
+type itemKind uint8
+
+const (
+	itemKeepalive itemKind = iota
+	itemBegin
+	itemChange
+	itemCommit
+	itemTruncate
+)
+
+// streamItem is one replication message, decoded by the reader and handed
+// to the applier.
 type streamItem struct {
-	msg            pglogrepl.Message // nil for a keepalive
+	kind           itemKind
+	change         change        // itemChange
+	endLSN         pglogrepl.LSN // itemCommit: the end of the source transaction
 	serverWALEnd   pglogrepl.LSN
 	replyRequested bool
 	weight         int64 // bytes held against the in-flight budget
@@ -29,13 +42,18 @@ type streamItem struct {
 // applyTimeout bounds one apply transaction; past it the session restarts.
 const applyTimeout = 2 * time.Minute
 
-// inFlightBytes bounds the WAL data received but not yet taken by the
-// applier, so memory does not grow with the size of the events queued.
+// inFlightBytes bounds the data decoded but not yet taken by the applier,
+// so memory does not grow with the size of the events queued.
 const inFlightBytes = 8 << 20
 
+// handOffSlots is the hand-off channel's length; the byte budget, not the
+// count, is what bounds it, so that a backlog reaches the applier in full
+// batches.
+const handOffSlots = 8192
+
 // streamer runs one replication session: a reader goroutine that owns the
-// socket's read side and answers the server at once, and the applier loop
-// that batches and folds.
+// socket's read side, answers the server at once and decodes, and the
+// applier loop that batches and folds.
 type streamer struct {
 	cfg       Config
 	logger    *slog.Logger
@@ -44,36 +62,29 @@ type streamer struct {
 	interval  time.Duration
 	confirmed atomic.Uint64 // the position reported as written, flushed and applied
 	sendMu    sync.Mutex
-	typeMap   *pgtype.Map
-	relations map[uint32]*relation
-	pend      pending
 	total     applyStats
 	budget    *semaphore.Weighted
 	// readerDone ends when the reader stops on an error: the session is
 	// over, and an apply still waiting for its answer is abandoned.
 	readerDone context.Context
-}
 
-// pending is the work received but not yet applied.
-type pending struct {
-	recs   []sourceRecord
-	bytes  int
-	endLSN uint64 // end of the last complete source transaction in recs
-	inTx   bool
-	txLSN  uint64
-	txTime time.Time
-}
+	// Owned by the reader.
+	typeMap   *pgtype.Map
+	relations map[uint32]*relation
+	txLSN     uint64
+	txTime    time.Time
 
-func (p *pending) flushable(confirmed uint64) bool {
-	return !p.inTx && (len(p.recs) > 0 || p.endLSN > confirmed)
+	// Owned by the applier.
+	queue batchQueue
 }
 
 // run streams until ctx ends or the connection fails. before runs on the
 // apply side first (the catch-up) while the reader already keeps the server
 // answered, so that a long catch-up holds the slot without timing out.
 func (s *streamer) run(ctx context.Context, before func(context.Context) error) error {
-	items := make(chan streamItem, 256)
+	items := make(chan streamItem, handOffSlots)
 	s.budget = semaphore.NewWeighted(inFlightBytes)
+	s.queue = batchQueue{maxCount: s.cfg.BatchSize, maxBytes: s.cfg.BatchBytes}
 	g, gctx := errgroup.WithContext(ctx)
 	readerDone, readerFailed := context.WithCancel(context.Background())
 	defer readerFailed()
@@ -106,8 +117,9 @@ func (s *streamer) run(ctx context.Context, before func(context.Context) error) 
 // read receives from the server with a deadline on every receive, sends a
 // status update on a timer well inside wal_sender_timeout (also while the
 // applier is busy and the hand-off is full), answers a keepalive that asks
-// for a reply at once, and hands everything else on. A server silent for
-// several intervals despite our reply requests means a dead connection.
+// for a reply at once, and decodes and hands everything else on. A server
+// silent for several intervals despite our reply requests means a dead
+// connection.
 func (s *streamer) read(ctx context.Context, items chan<- streamItem) error {
 	lastStatus, lastHeard := time.Now(), time.Now()
 	for {
@@ -156,8 +168,6 @@ func (s *streamer) read(ctx context.Context, items chan<- streamItem) error {
 // handOff passes it to the applier, waiting for room in the byte budget and
 // the channel while still sending status updates on time.
 func (s *streamer) handOff(ctx context.Context, items chan<- streamItem, it streamItem) error {
-	tick := time.NewTicker(s.interval)
-	defer tick.Stop()
 	for {
 		actx, cancel := context.WithTimeout(ctx, s.interval)
 		err := s.budget.Acquire(actx, it.weight)
@@ -172,6 +182,15 @@ func (s *streamer) handOff(ctx context.Context, items chan<- streamItem, it stre
 			return err
 		}
 	}
+	select {
+	case items <- it:
+		return nil
+	case <-ctx.Done():
+		return nil
+	default:
+	}
+	tick := time.NewTicker(s.interval)
+	defer tick.Stop()
 	for {
 		select {
 		case items <- it:
@@ -186,38 +205,81 @@ func (s *streamer) handOff(ctx context.Context, items chan<- streamItem, it stre
 	}
 }
 
-func (s *streamer) decode(raw pgproto3.BackendMessage) (streamItem, bool, error) {
+// decode turns one message from the server into an item for the applier;
+// ok is false for messages the applier need not see.
+func (s *streamer) decode(raw pgproto3.BackendMessage) (it streamItem, ok bool, err error) {
 	switch m := raw.(type) {
 	case *pgproto3.CopyData:
 		if len(m.Data) == 0 {
-			return streamItem{}, false, nil
+			return it, false, nil
 		}
 		switch m.Data[0] {
 		case pglogrepl.PrimaryKeepaliveMessageByteID:
 			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
 			if err != nil {
-				return streamItem{}, false, fmt.Errorf("parse keepalive: %w", err)
+				return it, false, fmt.Errorf("parse keepalive: %w", err)
 			}
-			return streamItem{serverWALEnd: ka.ServerWALEnd, replyRequested: ka.ReplyRequested}, true, nil
+			return streamItem{kind: itemKeepalive, serverWALEnd: ka.ServerWALEnd, replyRequested: ka.ReplyRequested}, true, nil
 		case pglogrepl.XLogDataByteID:
 			// The receive buffer is reused by the next receive: copy first.
 			data := append([]byte(nil), m.Data[1:]...)
 			xld, err := pglogrepl.ParseXLogData(data)
 			if err != nil {
-				return streamItem{}, false, fmt.Errorf("parse xlogdata: %w", err)
+				return it, false, fmt.Errorf("parse xlogdata: %w", err)
 			}
 			msg, err := parsePgoutput(xld.WALData)
 			if err != nil {
-				return streamItem{}, false, err
+				return it, false, err
 			}
-			weight := min(int64(len(data)), inFlightBytes)
-			return streamItem{msg: msg, serverWALEnd: xld.ServerWALEnd, weight: weight}, true, nil
+			it, ok, err = s.decodeLogical(msg)
+			it.serverWALEnd = xld.ServerWALEnd
+			return it, ok, err
 		}
-		return streamItem{}, false, nil
+		return it, false, nil
 	case *pgproto3.ErrorResponse:
-		return streamItem{}, false, fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
+		return it, false, fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
 	case *pgproto3.CopyDone:
-		return streamItem{}, false, errors.New("replication stream: the server ended the stream")
+		return it, false, errors.New("replication stream: the server ended the stream")
+	}
+	return it, false, nil
+}
+
+// decodeLogical decodes one pgoutput message; an outbox insert is decoded
+// all the way to an event (or a reject) here, off the applier's path.
+func (s *streamer) decodeLogical(msg pglogrepl.Message) (streamItem, bool, error) {
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		rel, err := newRelation(m)
+		if err != nil {
+			return streamItem{}, false, err
+		}
+		s.relations[m.RelationID] = rel
+		return streamItem{}, false, nil
+	case *pglogrepl.BeginMessage:
+		s.txLSN, s.txTime = uint64(m.FinalLSN), m.CommitTime
+		return streamItem{kind: itemBegin}, true, nil
+	case *pglogrepl.InsertMessage:
+		rel, ok := s.relations[m.RelationID]
+		if !ok {
+			return streamItem{}, false, fmt.Errorf("insert for relation %d before its relation message", m.RelationID)
+		}
+		if !rel.isOutbox {
+			return streamItem{}, false, nil
+		}
+		row, err := rel.textRow(m.Tuple)
+		if err != nil {
+			return streamItem{}, false, err
+		}
+		rec, err := parseRecord(&row, s.typeMap)
+		if err != nil {
+			return streamItem{}, false, err
+		}
+		c := decodeChange(sourceRecord{Record: rec, LSN: s.txLSN, CommittedAt: s.txTime})
+		return streamItem{kind: itemChange, change: c, weight: min(int64(c.size()), inFlightBytes)}, true, nil
+	case *pglogrepl.CommitMessage:
+		return streamItem{kind: itemCommit, endLSN: m.TransactionEndLSN}, true, nil
+	case *pglogrepl.TruncateMessage:
+		return streamItem{kind: itemTruncate}, true, nil
 	}
 	return streamItem{}, false, nil
 }
@@ -256,163 +318,6 @@ func (s *streamer) sendStatus(replyRequested bool) error {
 	})
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)
-	}
-	return nil
-}
-
-// applyLoop batches what the reader hands over and folds it: when the batch
-// is full, or as soon as the stream has nothing more to give, so that a lone
-// event is applied within milliseconds and a backlog in large batches.
-func (s *streamer) applyLoop(ctx context.Context, items <-chan streamItem) error {
-	for {
-		var it streamItem
-		var ok bool
-		if s.pend.flushable(s.confirmed.Load()) {
-			select {
-			case it, ok = <-items:
-			case <-ctx.Done():
-				return s.finish(ctx)
-			default:
-				if err := s.flush(ctx); err != nil {
-					if ctx.Err() != nil {
-						return s.finish(ctx)
-					}
-					return err
-				}
-				continue
-			}
-		} else {
-			select {
-			case it, ok = <-items:
-			case <-ctx.Done():
-				return s.finish(ctx)
-			}
-		}
-		if !ok {
-			return s.finish(ctx)
-		}
-		s.budget.Release(it.weight)
-		if err := s.handle(ctx, it); err != nil {
-			if ctx.Err() != nil {
-				return s.finish(ctx)
-			}
-			return err
-		}
-	}
-}
-
-func (s *streamer) handle(ctx context.Context, it streamItem) error {
-	switch m := it.msg.(type) {
-	case nil: // keepalive
-		s.idleAdvance(it)
-	case *pglogrepl.RelationMessage:
-		rel, err := newRelation(m)
-		if err != nil {
-			return err
-		}
-		s.relations[m.RelationID] = rel
-	case *pglogrepl.BeginMessage:
-		s.pend.inTx, s.pend.txLSN, s.pend.txTime = true, uint64(m.FinalLSN), m.CommitTime
-	case *pglogrepl.InsertMessage:
-		return s.addInsert(ctx, m)
-	case *pglogrepl.CommitMessage:
-		s.pend.inTx = false
-		s.pend.endLSN = uint64(m.TransactionEndLSN)
-		if s.full() {
-			return s.flush(ctx)
-		}
-	case *pglogrepl.TruncateMessage:
-		s.logger.Warn("neon_auth.outbox was truncated; users_sync keeps what was folded")
-	}
-	return nil
-}
-
-// idleAdvance lets the confirmed position follow the server's WAL end while
-// nothing is pending, so an idle outbox never pins WAL that the rest of the
-// database (our own writes included) keeps producing.
-func (s *streamer) idleAdvance(it streamItem) {
-	if s.pend.inTx || len(s.pend.recs) > 0 || s.pend.endLSN > s.confirmed.Load() {
-		return
-	}
-	if uint64(it.serverWALEnd) <= s.confirmed.Load() {
-		return
-	}
-	s.confirmed.Store(uint64(it.serverWALEnd))
-	if it.replyRequested {
-		if err := s.sendStatus(false); err != nil {
-			s.logger.Debug("status update after idle advance failed", "error", err)
-		}
-	}
-}
-
-func (s *streamer) addInsert(ctx context.Context, m *pglogrepl.InsertMessage) error {
-	rel, ok := s.relations[m.RelationID]
-	if !ok {
-		return fmt.Errorf("insert for relation %d before its relation message", m.RelationID)
-	}
-	if !rel.isOutbox {
-		return nil
-	}
-	row, err := rel.textRow(m.Tuple)
-	if err != nil {
-		return err
-	}
-	rec, err := parseRecord(&row, s.typeMap)
-	if err != nil {
-		return err
-	}
-	s.pend.recs = append(s.pend.recs, sourceRecord{Record: rec, LSN: s.pend.txLSN, CommittedAt: s.pend.txTime})
-	s.pend.bytes += s.pend.recs[len(s.pend.recs)-1].size()
-	if s.full() {
-		return s.flush(ctx)
-	}
-	return nil
-}
-
-func (s *streamer) full() bool {
-	return len(s.pend.recs) >= s.cfg.BatchSize || s.pend.bytes >= s.cfg.BatchBytes
-}
-
-// flush applies the pending records in one transaction. Mid-transaction (a
-// full batch of a large source transaction) the checkpoint stays at the last
-// complete transaction; the outbox-id guard makes the replay after a crash
-// skip the part already applied.
-func (s *streamer) flush(ctx context.Context) error {
-	end := s.pend.endLSN
-	if len(s.pend.recs) > 0 {
-		// Shutdown stops the intake, not an apply under way: cancelling it
-		// could leave its COMMIT in doubt. A deadline still bounds it. But
-		// when the reader found the connection dead (a partition holds the
-		// answer back too) the session is over: the apply is abandoned, and
-		// the next session skips what it may have committed.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
-		stopAbandon := context.AfterFunc(s.readerDone, cancel)
-		stats, err := s.app.apply(actx, s.pend.recs, end)
-		stopAbandon()
-		cancel()
-		if err != nil {
-			return fmt.Errorf("apply: %w", err)
-		}
-		s.total.add(stats)
-		s.logger.Debug("applied batch", "events", len(s.pend.recs), "folded", stats.Folded,
-			"rejected", stats.Rejected, "skipped", stats.Skipped, "checkpoint", pglogrepl.LSN(end).String())
-	}
-	clear(s.pend.recs)
-	s.pend.recs, s.pend.bytes, s.pend.endLSN = s.pend.recs[:0], 0, 0
-	if end > s.confirmed.Load() {
-		s.confirmed.Store(end)
-	}
-	return nil
-}
-
-// finish commits the open batch; it runs on shutdown and when the reader stops.
-func (s *streamer) finish(ctx context.Context) error {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if len(s.pend.recs) > 0 || s.pend.endLSN > 0 {
-		if err := s.flush(fctx); err != nil {
-			return err
-		}
 	}
 	return nil
 }

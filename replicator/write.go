@@ -1,128 +1,265 @@
 package replicator
 
 import (
+	"fmt"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/usersync/usersync/outbox"
 )
 
-// The writes of an apply transaction are set-based: one statement per table
-// whatever the number of rows, each taking its rows as parallel arrays.
-const (
-	upsertUsersSQL = `INSERT INTO neon_auth.users_sync AS t (id, name, email, created_at, updated_at, deleted_at, raw_json)
-		SELECT id, name, email, created_at, updated_at, deleted_at, raw_json::jsonb
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::text[])
-			AS u(id, name, email, created_at, updated_at, deleted_at, raw_json)
-		ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
-			created_at = excluded.created_at, updated_at = excluded.updated_at,
-			deleted_at = excluded.deleted_at, raw_json = excluded.raw_json`
-	upsertStatesSQL = `INSERT INTO neon_auth.users_sync_state AS t (user_id, profile_at, profile_outbox_id, last_at, last_outbox_id)
-		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[], $5::int8[])
-		ON CONFLICT (user_id) DO UPDATE SET profile_at = excluded.profile_at,
-			profile_outbox_id = excluded.profile_outbox_id, last_at = excluded.last_at,
-			last_outbox_id = excluded.last_outbox_id`
-	insertHistorySQL = `INSERT INTO neon_auth.users_sync_history
-			(user_id, operation, outbox_id, provider, event_type, event_id, occurred_at, before, after, source_lsn, source_committed_at)
-		SELECT user_id, operation, outbox_id, provider, event_type, event_id, occurred_at,
-			before::jsonb, after::jsonb, source_lsn::pg_lsn, source_committed_at
-		FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-			$8::text[], $9::text[], $10::text[], $11::timestamptz[])
-			AS h(user_id, operation, outbox_id, provider, event_type, event_id, occurred_at, before, after, source_lsn, source_committed_at)`
-	insertRejectsSQL = `INSERT INTO neon_auth.outbox_rejects (outbox_id, provider, event_type, payload, error, source_lsn)
-		SELECT outbox_id, provider, event_type, payload::jsonb, error, source_lsn::pg_lsn
-		FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-			AS r(outbox_id, provider, event_type, payload, error, source_lsn)`
+// rowImage renders a users_sync row as the history's before/after image:
+// the seven columns as keys, times in UTC RFC 3339 with microseconds (as
+// outbox.Row.JSON writes them) and raw_json embedded. Built in the database
+// from values it holds, the image costs no JSON parsing: each user object
+// is parsed once, where it enters the batch.
+func rowImage(id, name, email, createdAt, updatedAt, deletedAt, rawJSON string) string {
+	return fmt.Sprintf(`jsonb_build_object('id', %s, 'name', %s, 'email', %s, 'created_at', %s,
+			'updated_at', %s, 'deleted_at', %s, 'raw_json', %s)`,
+		id, name, email, imageTime(createdAt), imageTime(updatedAt), imageTime(deletedAt), rawJSON)
+}
+
+func imageTime(col string) string {
+	return fmt.Sprintf(`to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`, col)
+}
+
+// foldSQL writes a folded batch in one statement, from one row per change
+// in fold order: its history row (the before image is the after image of
+// the user's previous change, prev, or for the first one the row as it
+// stood), and for each changed user, from its last change that changed
+// something (final), its users_sync row and registers. The fold knows prev
+// and final, so the database sorts nothing but the history's order. A user
+// object (raw_ref) is sent once, for the change whose object it is, and
+// parsed once; a change that keeps the row's object refers to it where it
+// stands. A change already accounted for (a replay after a crash, or a row
+// both caught up and streamed) folds as stale and its history row is
+// skipped.
+var foldSQL = `WITH e AS MATERIALIZED (
+	SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+			$8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[], $13::timestamptz[],
+			$14::timestamptz[], $15::timestamptz[], $16::int4[], $17::timestamptz[], $18::int8[], $19::timestamptz[], $20::int8[],
+			$22::int4[], $23::bool[])
+		WITH ORDINALITY AS e(outbox_id, user_id, operation, provider, event_type, event_id, occurred_at,
+			source_lsn, source_committed_at, row_exists, name, email, created_at,
+			updated_at, deleted_at, raw_ref, profile_at, profile_outbox_id, last_at, last_outbox_id,
+			prev, final, ord)
+), raw AS MATERIALIZED (
+	SELECT ref, obj::jsonb AS obj FROM unnest($21::text[]) WITH ORDINALITY AS r(obj, ref)
+), v AS MATERIALIZED (
+	SELECT e.*, COALESCE(raw.obj, cur.raw_json) AS raw_json,
+		CASE WHEN e.row_exists THEN ` + rowImage("e.user_id", "e.name", "e.email", "e.created_at", "e.updated_at", "e.deleted_at", "COALESCE(raw.obj, cur.raw_json)") + ` END AS after_image,
+		CASE WHEN e.prev = 0 AND cur.id IS NOT NULL THEN ` + rowImage("cur.id", "cur.name", "cur.email", "cur.created_at", "cur.updated_at", "cur.deleted_at", "cur.raw_json") + ` END AS first_before
+	FROM e
+	LEFT JOIN raw ON raw.ref = e.raw_ref
+	LEFT JOIN neon_auth.users_sync cur ON cur.id = e.user_id
+), history AS (
+	INSERT INTO neon_auth.users_sync_history
+		(user_id, operation, outbox_id, provider, event_type, event_id, occurred_at, before, after, source_lsn, source_committed_at)
+	SELECT v.user_id, v.operation, v.outbox_id, v.provider, v.event_type, v.event_id, v.occurred_at,
+		CASE WHEN v.prev = 0 THEN v.first_before ELSE p.after_image END,
+		v.after_image, v.source_lsn::pg_lsn, v.source_committed_at
+	FROM v LEFT JOIN v AS p ON p.ord = v.prev
+	ORDER BY v.ord
+	ON CONFLICT (outbox_id) DO NOTHING
+	RETURNING operation, source_committed_at
+), users AS (
+	INSERT INTO neon_auth.users_sync AS t (id, name, email, created_at, updated_at, deleted_at, raw_json)
+	SELECT user_id, name, email, created_at, updated_at, deleted_at, raw_json FROM v WHERE final
+	ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
+		created_at = excluded.created_at, updated_at = excluded.updated_at,
+		deleted_at = excluded.deleted_at, raw_json = excluded.raw_json
+), registers AS (
+	INSERT INTO neon_auth.users_sync_state AS t (user_id, profile_at, profile_outbox_id, last_at, last_outbox_id)
+	SELECT user_id, profile_at, profile_outbox_id, last_at, last_outbox_id FROM e WHERE final
+	ON CONFLICT (user_id) DO UPDATE SET profile_at = excluded.profile_at,
+		profile_outbox_id = excluded.profile_outbox_id, last_at = excluded.last_at,
+		last_outbox_id = excluded.last_outbox_id
 )
+SELECT operation, source_committed_at FROM history`
 
-// writeBatch accumulates the writes of one apply transaction.
-type writeBatch struct {
-	b       *pgx.Batch
-	rejects struct {
-		ids                             []int64
-		providers, types, payloads, why []string
-		lsns                            []*string
-	}
+const insertRejectsSQL = `INSERT INTO neon_auth.outbox_rejects (outbox_id, provider, event_type, payload, error, source_lsn)
+	SELECT outbox_id, provider, event_type, payload::jsonb, error, source_lsn::pg_lsn
+	FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+		AS r(outbox_id, provider, event_type, payload, error, source_lsn)
+	ON CONFLICT (outbox_id) DO NOTHING`
+
+// foldPlan is a folded batch as the parallel arrays foldSQL takes, one
+// element per change, plus the rejects.
+type foldPlan struct {
+	outboxIDs                     []int64
+	profileIDs, lastIDs           []*int64
+	users, ops, providers, types  []string
+	eventIDs, lsns, names, emails []*string
+	occurred, committed           []*time.Time
+	created, updated, deleted     []*time.Time
+	profileAt, lastAt             []*time.Time
+	exists, final                 []bool
+	rawRefs                       []*int32
+	prev                          []int32 // 1-based position of the user's previous change, 0 for its first
+	raws                          []string
+	rawIndex                      map[int64]int32 // outbox id → 1-based position in raws
+	last                          map[string]int  // user → 0-based position of its last change so far
+	lastChange                    map[string]int  // user → 0-based position of its last change that changed something
+	rejects                       rejectRows
+	redact                        []redaction // outbox rows of forgotten users (forgotten.go)
 }
 
-func newWriteBatch() *writeBatch { return &writeBatch{b: &pgx.Batch{}} }
+type rejectRows struct {
+	ids                             []int64
+	providers, types, payloads, why []string
+	lsns                            []*string
+}
 
-func (w *writeBatch) queueUsers(changed []string, states map[string]*outbox.State) {
-	if len(changed) == 0 {
-		return
-	}
-	n := len(changed)
-	var (
-		ids, raws               = make([]string, 0, n), make([]string, 0, n)
-		names, emails           = make([]*string, 0, n), make([]*string, 0, n)
-		created, updated, delAt = make([]*time.Time, 0, n), make([]*time.Time, 0, n), make([]*time.Time, 0, n)
-		profileAt, lastAt       = make([]*time.Time, 0, n), make([]time.Time, 0, n)
-		profileID, lastID       = make([]*int64, 0, n), make([]int64, 0, n)
-	)
-	for _, id := range changed {
-		st := states[id]
-		r := st.Row
-		ids = append(ids, id)
-		names, emails = append(names, r.Name), append(emails, r.Email)
-		created, updated, delAt = append(created, r.CreatedAt), append(updated, r.UpdatedAt), append(delAt, r.DeletedAt)
-		raws = append(raws, string(r.RawJSON))
-		if st.Profile.IsZero() {
-			profileAt, profileID = append(profileAt, nil), append(profileID, nil)
-		} else {
-			at, pid := st.Profile.At, st.Profile.OutboxID
-			profileAt, profileID = append(profileAt, &at), append(profileID, &pid)
+// foldBatch folds b's changes in order into states (which it updates) and
+// plans the writes; forcedReject turns every change into a reject. A change
+// of a forgotten user is recorded as such, never folded, and its payload is
+// queued for redaction.
+func foldBatch(b *batch, states map[string]*outbox.State, forgotten map[string]bool, forcedReject *string) *foldPlan {
+	p := &foldPlan{rawIndex: make(map[int64]int32), last: make(map[string]int), lastChange: make(map[string]int)}
+	for i := range b.changes {
+		c := &b.changes[i]
+		switch {
+		case forcedReject != nil:
+			p.rejects.add(&c.src, p.rejectPayload(&c.src, forgotten), *forcedReject)
+			continue
+		case c.reject != "":
+			p.rejects.add(&c.src, p.rejectPayload(&c.src, forgotten), c.reject)
+			continue
+		case forgotten[c.ev.UserID]:
+			p.add(c, outbox.OpForgotten, &outbox.State{})
+			p.redact = append(p.redact, redaction{outboxID: c.ev.OutboxID, userID: c.ev.UserID})
+			continue
 		}
-		lastAt, lastID = append(lastAt, st.Last.At), append(lastID, st.Last.OutboxID)
+		ev := &c.ev
+		st := states[ev.UserID]
+		if st == nil {
+			st = &outbox.State{}
+		}
+		next, op := outbox.Fold(*st, *ev)
+		p.add(c, op, &next)
+		states[ev.UserID] = &next
 	}
-	w.b.Queue(upsertUsersSQL, ids, names, emails, created, updated, delAt, raws)
-	w.b.Queue(upsertStatesSQL, ids, profileAt, profileID, lastAt, lastID)
+	for _, i := range p.lastChange {
+		p.final[i] = true
+	}
+	return p
 }
 
-func (w *writeBatch) queueHistory(history []historyEntry) {
-	if len(history) == 0 {
-		return
+// add plans the history row of one change and the state it leaves.
+func (p *foldPlan) add(c *change, op outbox.Operation, st *outbox.State) {
+	ev := &c.ev
+	id := ev.OutboxID
+	p.outboxIDs = append(p.outboxIDs, id)
+	p.users, p.ops = append(p.users, ev.UserID), append(p.ops, string(op))
+	p.providers, p.types = append(p.providers, ev.Provider), append(p.types, ev.Type)
+	p.eventIDs = append(p.eventIDs, ev.EventID)
+	at := ev.OccurredAt
+	p.occurred = append(p.occurred, &at)
+	lsn, committed := sourcePosition(&c.src)
+	p.lsns, p.committed = append(p.lsns, lsn), append(p.committed, committed)
+
+	r := st.Row
+	p.exists = append(p.exists, r != nil)
+	if r == nil {
+		r = &outbox.Row{}
 	}
-	n := len(history)
-	var (
-		users, ops, providers, types = make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-		outboxIDs                    = make([]int64, 0, n)
-		eventIDs, befores, afters    = make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
-		lsns                         = make([]*string, 0, n)
-		occurred                     = make([]time.Time, 0, n)
-		committed                    = make([]*time.Time, 0, n)
-	)
-	for _, h := range history {
-		users, ops = append(users, h.ev.UserID), append(ops, string(h.op))
-		outboxIDs = append(outboxIDs, h.ev.OutboxID)
-		providers, types = append(providers, h.ev.Provider), append(types, h.ev.Type)
-		eventIDs = append(eventIDs, h.ev.EventID)
-		occurred = append(occurred, h.ev.OccurredAt)
-		befores, afters = append(befores, rowJSON(h.before)), append(afters, rowJSON(h.after))
-		lsn, at := sourcePosition(h.src)
-		lsns, committed = append(lsns, lsn), append(committed, at)
+	p.names, p.emails = append(p.names, r.Name), append(p.emails, r.Email)
+	p.created, p.updated, p.deleted = append(p.created, r.CreatedAt), append(p.updated, r.UpdatedAt), append(p.deleted, r.DeletedAt)
+	p.rawRefs = append(p.rawRefs, p.rawRef(st, ev))
+	pos := len(p.users) - 1
+	if prev, ok := p.last[ev.UserID]; ok {
+		p.prev = append(p.prev, int32(prev+1))
+	} else {
+		p.prev = append(p.prev, 0)
 	}
-	w.b.Queue(insertHistorySQL, users, ops, outboxIDs, providers, types, eventIDs, occurred, befores, afters, lsns, committed)
+	p.last[ev.UserID] = pos
+	p.final = append(p.final, false)
+	if op != outbox.OpStale && op != outbox.OpForgotten {
+		p.lastChange[ev.UserID] = pos
+	}
+
+	if st.Profile.IsZero() {
+		p.profileAt, p.profileIDs = append(p.profileAt, nil), append(p.profileIDs, nil)
+	} else {
+		pat, pid := st.Profile.At, st.Profile.OutboxID
+		p.profileAt, p.profileIDs = append(p.profileAt, &pat), append(p.profileIDs, &pid)
+	}
+	lat, lid := st.Last.At, st.Last.OutboxID
+	p.lastAt, p.lastIDs = append(p.lastAt, &lat), append(p.lastIDs, &lid)
 }
 
-func (w *writeBatch) addReject(r pendingReject) {
-	rj := &w.rejects
-	rj.ids = append(rj.ids, r.src.ID)
-	rj.providers = append(rj.providers, r.src.Provider)
-	rj.types = append(rj.types, r.src.EventType)
-	rj.payloads = append(rj.payloads, string(r.src.Payload))
-	rj.why = append(rj.why, r.reason)
-	lsn, _ := sourcePosition(r.src)
-	rj.lsns = append(rj.lsns, lsn)
+// rawRef says where the row's raw_json is after this change: the object of
+// a change of this batch (sent once, the first time it is needed), or,
+// nil, the one the row already holds in the database.
+func (p *foldPlan) rawRef(st *outbox.State, ev *outbox.Event) *int32 {
+	if st.RawFrom == 0 {
+		return nil
+	}
+	if ref, ok := p.rawIndex[st.RawFrom]; ok {
+		return &ref
+	}
+	if st.RawFrom != ev.OutboxID || st.Row == nil {
+		return nil // unreachable: RawFrom is set by a change of this batch, which was planned first
+	}
+	p.raws = append(p.raws, string(st.Row.RawJSON))
+	ref := int32(len(p.raws))
+	p.rawIndex[st.RawFrom] = ref
+	return &ref
 }
 
-func (w *writeBatch) queueRejects() {
-	rj := &w.rejects
-	if len(rj.ids) == 0 {
-		return
+func (r *rejectRows) add(src *sourceRecord, payload, reason string) {
+	r.ids = append(r.ids, src.ID)
+	r.providers = append(r.providers, src.Provider)
+	r.types = append(r.types, src.EventType)
+	r.payloads = append(r.payloads, payload)
+	r.why = append(r.why, reason)
+	lsn, _ := sourcePosition(src)
+	r.lsns = append(r.lsns, lsn)
+}
+
+// queue adds the plan's statements to q.
+func (p *foldPlan) queue(q *pgx.Batch) {
+	if len(p.users) > 0 {
+		q.Queue(foldSQL, p.outboxIDs, p.users, p.ops, p.providers, p.types, p.eventIDs, p.occurred,
+			p.lsns, p.committed, p.exists, p.names, p.emails, p.created,
+			p.updated, p.deleted, p.rawRefs, p.profileAt, p.profileIDs, p.lastAt, p.lastIDs, p.raws, p.prev, p.final)
 	}
-	w.b.Queue(insertRejectsSQL, rj.ids, rj.providers, rj.types, rj.payloads, rj.why, rj.lsns)
+	if rj := &p.rejects; len(rj.ids) > 0 {
+		q.Queue(insertRejectsSQL, rj.ids, rj.providers, rj.types, rj.payloads, rj.why, rj.lsns)
+	}
+}
+
+// read reads the results of the plan's statements.
+func (p *foldPlan) read(br pgx.BatchResults) (applyStats, error) {
+	var stats applyStats
+	if len(p.users) > 0 {
+		rows, _ := br.Query()
+		var op string
+		var committed *time.Time
+		stats.ops = make(map[outbox.Operation]int)
+		_, err := pgx.ForEachRow(rows, []any{&op, &committed}, func() error {
+			stats.Folded++
+			stats.ops[outbox.Operation(op)]++
+			if committed != nil {
+				stats.commits = append(stats.commits, *committed)
+			}
+			return nil
+		})
+		if err != nil {
+			return stats, fmt.Errorf("write folded batch: %w", err)
+		}
+		stats.Skipped += len(p.users) - stats.Folded
+	}
+	if rj := &p.rejects; len(rj.ids) > 0 {
+		tag, err := br.Exec()
+		if err != nil {
+			return stats, fmt.Errorf("write rejects: %w", err)
+		}
+		stats.Rejected = int(tag.RowsAffected())
+		stats.Skipped += len(rj.ids) - stats.Rejected
+	}
+	return stats, nil
 }
 
 // sourcePosition returns the commit LSN and time of a streamed record, or
@@ -131,15 +268,7 @@ func sourcePosition(src *sourceRecord) (*string, *time.Time) {
 	if src.LSN == 0 {
 		return nil, nil
 	}
-	lsn := pglogrepl.LSN(src.LSN).String()
+	lsn := lsnText(src.LSN)
 	at := src.CommittedAt
 	return &lsn, &at
-}
-
-func rowJSON(r *outbox.Row) *string {
-	if r == nil {
-		return nil
-	}
-	s := string(r.JSON())
-	return &s
 }

@@ -220,6 +220,17 @@ func TestEndToEnd_IngestThenRun(t *testing.T) {
 	if code := deliverWorkOS(t, "http://"+addr+"/webhooks/workos", "whsec_NotTheEndToEndSecret000", body); code != http.StatusUnauthorized {
 		t.Fatalf("forged WorkOS delivery answered %d, want 401", code)
 	}
+	// The receiver's own listener serves its metrics.
+	mfs := scrapeMetrics(t, "http://"+addr)
+	for labels, want := range map[[2]string]float64{{"clerk", "stored"}: 2, {"clerk", "duplicate"}: 1, {"stack", "stored"}: 1, {"workos", "stored"}: 2, {"workos", "duplicate"}: 1, {"workos", "unauthorized"}: 1} {
+		got, _ := metricValue(mfs, "usersync_webhook_requests_total", map[string]string{"provider": labels[0], "outcome": labels[1]})
+		if got != want {
+			t.Errorf("usersync_webhook_requests_total{provider=%q,outcome=%q} = %v, want %v", labels[0], labels[1], got, want)
+		}
+	}
+	if mfs["usersync_webhook_request_seconds"] == nil || mfs["process_cpu_seconds_total"] == nil {
+		t.Error("ingest /metrics lacks usersync_webhook_request_seconds or the process collector")
+	}
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {

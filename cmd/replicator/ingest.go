@@ -5,8 +5,10 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
+	"github.com/usersync/usersync/internal/ops"
 	"github.com/usersync/usersync/outbox/webhook"
 )
 
@@ -35,7 +37,7 @@ func ingestCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "ingest",
 		Usage: "receive Clerk, Stack Auth, WorkOS and generic webhooks into neon_auth.outbox until SIGINT/SIGTERM",
-		Description: "Serves POST /webhooks/clerk, /webhooks/stack, /webhooks/workos and /webhooks/generic, and GET /healthz.\n" +
+		Description: "Serves POST /webhooks/clerk, /webhooks/stack, /webhooks/workos and /webhooks/generic, GET /healthz and GET /metrics.\n" +
 			"A provider's endpoint works once its secret is set; see docs/webhooks.md.",
 		Flags:  flags,
 		Action: ingest,
@@ -76,6 +78,7 @@ func ingestConfig(c *cli.Context) (webhook.Config, error) {
 	if err != nil {
 		return webhook.Config{}, err
 	}
+	reg := ops.NewRegistry()
 	cfg := webhook.Config{
 		Listen:        c.String("listen"),
 		MaxBody:       c.Int64("max-body"),
@@ -83,6 +86,8 @@ func ingestConfig(c *cli.Context) (webhook.Config, error) {
 		MaxConns:      c.Int("max-conns"),
 		Secrets:       map[string]string{},
 		Logger:        logger.With("component", "ingest"),
+		Observer:      ops.NewWebhook(reg),
+		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 	}
 	for _, p := range webhook.Providers {
 		list := c.String(secretFlags[p])

@@ -32,7 +32,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signalContext(stderr)
 	defer stop()
 	app := newApp(stdout, stderr)
-	if err := app.RunContext(ctx, args); err != nil {
+	if err := app.RunContext(ctx, reorderArgs(app, args)); err != nil {
 		var usage usageError
 		if errors.As(err, &usage) {
 			fmt.Fprintf(stderr, "replicator: %s\n", logging.Redact(err.Error()))
@@ -71,6 +71,13 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			statusCommand(),
 			devCommand(),
 			ingestCommand(),
+			importCommand(),
+			historyCommand(),
+			asOfCommand(),
+			verifyCommand(),
+			resyncCommand(),
+			forgetCommand(),
+			pruneCommand(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return newUsageError("%v (see 'replicator --help')", err)

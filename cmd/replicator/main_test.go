@@ -36,6 +36,11 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"bad log level", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "--log-level", "loud", "migrate"}, "want debug, info, warn or error"},
 		{"stray argument", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "run", "now"}, "takes no arguments"},
 		{"bad slot", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "run", "--slot", "Bad-Slot"}, "slot \"Bad-Slot\""},
+		{"bad retention", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "run", "--outbox-retention", "forever"}, "--outbox-retention"},
+		{"bad http address", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "run", "--http", "nohost:99999"}, "--http"},
+		{"history without user", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "history"}, "one USER_ID"},
+		{"resync without users", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "resync"}, "--all"},
+		{"prune without age", []string{"--database-url", "postgres://x@127.0.0.1:1/x", "prune"}, "--outbox-older-than"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -57,9 +57,9 @@ func printStatus(w io.Writer, st replicator.Status) {
 			state = "active"
 		}
 	}
-	lag := "-"
+	lag := fmt.Sprintf("%.1f s (oldest event not yet folded)", st.LagSeconds)
 	if st.LagBytes != nil {
-		lag = fmt.Sprintf("%d bytes", *st.LagBytes)
+		lag = fmt.Sprintf("%d bytes of WAL, %s", *st.LagBytes, lag)
 	}
 	fmt.Fprintf(w, "slot:           %s (%s)\n", st.Slot, state)
 	fmt.Fprintf(w, "confirmed lsn:  %s\n", orNone(st.ConfirmedLSN))

@@ -3,6 +3,7 @@ package pgtest
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -32,6 +33,12 @@ func Main(m *testing.M) {
 // exit code. Use it to add checks such as goleak.Find after the tests.
 func Run(m *testing.M) int {
 	shared.initialised = true
+	if fuzzWorker() {
+		// A fuzzing worker runs only the fuzz target, which needs no
+		// server; starting one per worker would stall every fuzz run.
+		shared.unavailable = errors.New("not started in a fuzzing worker")
+		return m.Run()
+	}
 	if url := os.Getenv("TEST_DATABASE_URL"); url != "" {
 		if err := ping(url); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: TEST_DATABASE_URL: %v\n", err)
@@ -89,6 +96,16 @@ func skipOrFail(t testing.TB, reason error) {
 	} else {
 		t.Skipf("PostgreSQL is unavailable: %v", reason)
 	}
+}
+
+// fuzzWorker reports whether this test binary is a worker that 'go test
+// -fuzz' started (flag -test.fuzzworker).
+func fuzzWorker() bool {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	f := flag.Lookup("test.fuzzworker")
+	return f != nil && f.Value.String() == "true"
 }
 
 func inCI() bool {

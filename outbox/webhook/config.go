@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -76,6 +77,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for signature timestamps and message-id times (default time.Now).
 	Now func() time.Time
+	// Observer is told about every delivery answered (default: nobody).
+	Observer RequestObserver
+	// Metrics, when set, is served on GET /metrics.
+	Metrics http.Handler
+}
+
+// RequestObserver is told about every webhook delivery answered, for
+// metrics. provider is one of Providers or "unknown"; outcome is the
+// answer's outcome (stored, duplicate, ignored, unauthorized, ...).
+type RequestObserver interface {
+	ObserveRequest(provider, outcome string, took time.Duration)
 }
 
 func (c Config) withDefaults() Config {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,17 +12,16 @@ import (
 	"github.com/usersync/usersync/replicator"
 )
 
-// e2eSlots numbers the slots of the end-to-end tests: slot names are
-// cluster-wide, and the tests share one cluster in parallel.
-var e2eSlots atomic.Int64
+// slotSeq names each test's replication slot: slots belong to the server,
+// which the parallel tests share, not to their databases.
+var slotSeq atomic.Int64
 
-// runReplicator runs replicator.Run on url, with a slot of its own, until
-// the test ends.
+// runReplicator runs replicator.Run on url until the test ends.
 func runReplicator(t *testing.T, url string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	slot := fmt.Sprintf("e2e_%d_%d", os.Getpid(), e2eSlots.Add(1))
+	slot := fmt.Sprintf("webhook_e2e_%d", slotSeq.Add(1))
 	go func() { done <- replicator.Run(ctx, replicator.Config{DatabaseURL: url, Slot: slot}) }()
 	t.Cleanup(func() {
 		cancel()

@@ -48,6 +48,9 @@ func NewHandler(cfg Config, db outbox.Querier) (*Handler, error) {
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	if cfg.Metrics != nil {
+		h.mux.Handle("GET /metrics", cfg.Metrics)
+	}
 	return h, nil
 }
 
@@ -110,6 +113,13 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, res.status, body)
 	h.logResult(r.Context(), provider, res, time.Since(start))
+	if h.cfg.Observer != nil {
+		label := provider
+		if !slices.Contains(Providers, provider) {
+			label = "unknown" // sender-chosen: not a metric label
+		}
+		h.cfg.Observer.ObserveRequest(label, res.outcome, time.Since(start))
+	}
 }
 
 func (h *Handler) receive(w http.ResponseWriter, r *http.Request, provider string) result {
