@@ -208,6 +208,9 @@ func (s *streamer) flushOne(ctx context.Context) error {
 		stats, err := s.app.apply(actx, b, next)
 		stopAbandon()
 		cancel()
+		if cause := context.Cause(s.readerDone); err != nil && cause != nil {
+			return fmt.Errorf("apply abandoned: %w", cause) // the reader's error says why
+		}
 		if err != nil {
 			return fmt.Errorf("apply: %w", err)
 		}

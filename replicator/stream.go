@@ -64,8 +64,9 @@ type streamer struct {
 	sendMu    sync.Mutex
 	total     applyStats
 	budget    *semaphore.Weighted
-	// readerDone ends when the reader stops on an error: the session is
-	// over, and an apply still waiting for its answer is abandoned.
+	// readerDone ends, with the reader's error as its cause, when the
+	// reader stops on an error: the session is over, and an apply still
+	// waiting for its answer is abandoned.
 	readerDone context.Context
 
 	// Owned by the reader.
@@ -86,14 +87,14 @@ func (s *streamer) run(ctx context.Context, before func(context.Context) error) 
 	s.budget = semaphore.NewWeighted(inFlightBytes)
 	s.queue = batchQueue{maxCount: s.cfg.BatchSize, maxBytes: s.cfg.BatchBytes}
 	g, gctx := errgroup.WithContext(ctx)
-	readerDone, readerFailed := context.WithCancel(context.Background())
-	defer readerFailed()
+	readerDone, readerFailed := context.WithCancelCause(context.Background())
+	defer readerFailed(nil)
 	s.readerDone = readerDone
 	g.Go(func() error {
 		defer close(items)
 		err := s.read(gctx, items)
 		if err != nil {
-			readerFailed()
+			readerFailed(err)
 		}
 		return err
 	})
