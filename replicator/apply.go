@@ -21,6 +21,12 @@ type applier struct {
 	conn       *pgx.Conn
 	slot       string
 	generation int64
+	// replayUntil is the commit position up to which a streamed change may
+	// already have been applied: by an earlier session (the checkpoint when
+	// this one started) or by this session's catch-up (the WAL position when
+	// its snapshot was taken). Those changes are looked up and dropped
+	// before the fold; later ones cannot be replays.
+	replayUntil uint64
 	// begun is the transaction begun for the batch that follows, if any.
 	begun *begunTx
 }
@@ -31,6 +37,7 @@ type begunTx struct {
 	b         *batch
 	states    map[string]*outbox.State
 	forgotten map[string]bool // users erased by forget (forgotten.go)
+	applied   map[int64]bool  // changes of b already accounted for (replays)
 	err       error
 }
 
@@ -106,7 +113,7 @@ func (a *applier) applyOnce(ctx context.Context, b, next *batch, forcedReject *s
 	if err != nil {
 		return stats, err
 	}
-	plan := foldBatch(b, t.states, t.forgotten, forcedReject)
+	plan := foldBatch(b, t.states, t.forgotten, t.applied, forcedReject)
 	if err := a.redact(ctx, plan.redact); err != nil {
 		return stats, err
 	}
@@ -195,6 +202,26 @@ func (a *applier) queueBegin(q *pgx.Batch, b *batch) {
 	q.Queue(checkpointCAS, a.slot, a.generation, lsnText(b.endLSN))
 	q.Queue(loadStatesSQL, b.userIDs())
 	q.Queue(forgottenSQL, b.forgottenCandidates())
+	if ids := b.possibleReplays(a.replayUntil); len(ids) > 0 {
+		q.Queue(accountedSQL, ids)
+	}
+}
+
+// accountedSQL finds which of the given outbox rows were applied already.
+const accountedSQL = `SELECT outbox_id FROM neon_auth.users_sync_history WHERE outbox_id = ANY($1::int8[])
+	UNION ALL
+	SELECT outbox_id FROM neon_auth.outbox_rejects WHERE outbox_id = ANY($1::int8[])`
+
+// possibleReplays lists the streamed changes of b committed at or before
+// until: the only ones that can have been applied already.
+func (b *batch) possibleReplays(until uint64) []int64 {
+	var ids []int64
+	for i := range b.changes {
+		if lsn := b.changes[i].src.LSN; lsn != 0 && lsn <= until {
+			ids = append(ids, b.changes[i].src.ID)
+		}
+	}
+	return ids
 }
 
 // readBegin reads the results queueBegin asked for.
@@ -220,8 +247,26 @@ func (a *applier) readBegin(br pgx.BatchResults, b *batch) *begunTx {
 	if t.states, t.err = scanStates(br); t.err != nil {
 		return t
 	}
-	t.forgotten, t.err = readForgotten(br)
+	if t.forgotten, t.err = readForgotten(br); t.err != nil {
+		return t
+	}
+	if len(b.possibleReplays(a.replayUntil)) > 0 {
+		t.applied, t.err = readAccounted(br)
+	}
 	return t
+}
+
+func readAccounted(br pgx.BatchResults) (map[int64]bool, error) {
+	rows, _ := br.Query()
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("load accounted outbox ids: %w", err)
+	}
+	applied := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		applied[id] = true
+	}
+	return applied, nil
 }
 
 // userIDs lists the users of the batch's foldable changes, once each.
