@@ -90,7 +90,7 @@ func (q *batchQueue) idle() bool {
 // maxAhead is how many full batches the applier takes in beyond the one it
 // applies, so that the next one's transaction can begin in this one's
 // round trip; it bounds the applier's memory to a few batches.
-const maxAhead = 2
+const maxAhead = 1
 
 // applyLoop batches what the reader hands over and folds it: when a batch
 // is full, or as soon as the stream has nothing more to give, so that a
