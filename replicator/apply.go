@@ -73,13 +73,16 @@ func (a *applier) apply(ctx context.Context, b, next *batch) (applyStats, error)
 	if next != nil && len(next.changes) == 0 {
 		next = nil
 	}
-	stats, err := a.applyOnce(ctx, b, next, nil)
+	stats, err := a.applyOnce(ctx, b, next, nil, false)
+	if isObjectUnreadable(err) {
+		stats, err = a.applyOnce(ctx, b, next, nil, true)
+	}
 	if err == nil || !isDataError(err) {
 		return stats, err
 	}
 	if len(b.changes) == 1 {
 		reason := fmt.Sprintf("the database refused the folded row: %s; fix the payload and insert it again", pgMessage(err))
-		return a.applyOnce(ctx, b, nil, &reason)
+		return a.applyOnce(ctx, b, nil, &reason, true)
 	}
 	var total applyStats
 	for i := range b.changes {
@@ -96,7 +99,7 @@ func (a *applier) apply(ctx context.Context, b, next *batch) (applyStats, error)
 	return total, nil
 }
 
-func (a *applier) applyOnce(ctx context.Context, b, next *batch, forcedReject *string) (stats applyStats, err error) {
+func (a *applier) applyOnce(ctx context.Context, b, next *batch, forcedReject *string, withTexts bool) (stats applyStats, err error) {
 	// Any failure leaves a transaction open or aborted: end it so that the
 	// connection stays usable.
 	defer func() {
@@ -113,7 +116,7 @@ func (a *applier) applyOnce(ctx context.Context, b, next *batch, forcedReject *s
 	if err != nil {
 		return stats, err
 	}
-	plan := foldBatch(b, t.states, t.forgotten, t.applied, forcedReject)
+	plan := foldBatch(b, t.states, t.forgotten, t.applied, forcedReject, withTexts)
 	if err := a.redact(ctx, plan.redact); err != nil {
 		return stats, err
 	}
@@ -348,6 +351,13 @@ func isDataError(err error) bool {
 		return true
 	}
 	return false
+}
+
+// isObjectUnreadable reports that the fold statement could not read a user
+// object it was not given the text of (see foldSQL).
+func isObjectUnreadable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "UA001"
 }
 
 func pgMessage(err error) string {

@@ -35,11 +35,14 @@ func imageTime(col string) string {
 // of the event it came from (raw_src: its payload, or the payload's "data"
 // when raw_enveloped), or in users_sync when no change of the batch brought
 // a new one (raw_src null). Only when the outbox row cannot be read is the
-// object's text, sent along (raw_ref), parsed: a row can arrive before its
-// transaction is visible to other sessions (a streamed one, for a moment;
-// one caught up under the slot's exported snapshot while its commit waits
-// for a synchronous standby), or an application may have deleted it after
-// inserting it.
+// object's text (raw_ref) parsed: a row can arrive before its transaction is
+// visible to other sessions (a streamed one, for a moment; one caught up
+// under the slot's exported snapshot while its commit waits for a
+// synchronous standby), or an application may have deleted it after
+// inserting it. Streamed changes send their text along; caught-up ones,
+// which are visible but for that rare case, do not, and a missing object
+// raises UA001 (neon_auth.outbox_object_unreadable), upon which the batch is
+// applied again with every text.
 //
 // A change already accounted for (a replay after a crash, or a row both
 // caught up and streamed) folds as stale and its history row is skipped.
@@ -58,7 +61,8 @@ var foldSQL = `WITH e AS MATERIALIZED (
 		cur.updated_at AS cur_updated_at, cur.deleted_at AS cur_deleted_at, cur.raw_json AS cur_raw_json,
 		CASE WHEN e.raw_src IS NULL THEN cur.raw_json
 			ELSE COALESCE((SELECT CASE WHEN e.raw_enveloped THEN o.payload -> 'data' ELSE o.payload END
-				FROM neon_auth.outbox o WHERE o.id = e.raw_src), ($21::text[])[e.raw_ref]::jsonb) END AS raw_json
+				FROM neon_auth.outbox o WHERE o.id = e.raw_src), ($21::text[])[e.raw_ref]::jsonb,
+				neon_auth.outbox_object_unreadable(e.raw_src)) END AS raw_json
 	FROM e
 	LEFT JOIN neon_auth.users_sync cur ON cur.id = e.user_id
 ), v AS MATERIALIZED (
@@ -120,6 +124,7 @@ type foldPlan struct {
 	rejects                       rejectRows
 	redact                        []redaction // outbox rows of forgotten users (forgotten.go)
 	replays                       int         // changes dropped as already applied
+	withTexts                     bool        // send the objects of caught-up changes too
 }
 
 type rejectRows struct {
@@ -132,9 +137,9 @@ type rejectRows struct {
 // plans the writes; forcedReject turns every change into a reject. A change
 // already applied is dropped. A change of a forgotten user is recorded as
 // such, never folded, and its payload is queued for redaction.
-func foldBatch(b *batch, states map[string]*outbox.State, forgotten map[string]bool, applied map[int64]bool, forcedReject *string) *foldPlan {
+func foldBatch(b *batch, states map[string]*outbox.State, forgotten map[string]bool, applied map[int64]bool, forcedReject *string, withTexts bool) *foldPlan {
 	p := &foldPlan{rawIndex: make(map[int64]int32), byOutboxID: make(map[int64]*change),
-		last: make(map[string]int), lastChange: make(map[string]int)}
+		last: make(map[string]int), lastChange: make(map[string]int), withTexts: withTexts}
 	for i := range b.changes {
 		c := &b.changes[i]
 		switch {
@@ -213,7 +218,8 @@ func (p *foldPlan) add(c *change, op outbox.Operation, st *outbox.State) {
 
 // addRawSource says where the row's raw_json is after a change: in the
 // outbox row of the batch's change it came from, or (nil) in users_sync.
-// The object's text goes along, once, for when that row cannot be read.
+// The object's text goes along, once, for when that row cannot be read: for
+// a streamed change always, for a caught-up one when withTexts.
 func (p *foldPlan) addRawSource(st *outbox.State) {
 	src := p.byOutboxID[st.RawFrom]
 	if st.RawFrom == 0 || src == nil {
@@ -222,6 +228,10 @@ func (p *foldPlan) addRawSource(st *outbox.State) {
 	}
 	id := st.RawFrom
 	p.rawSrcs, p.rawEnveloped = append(p.rawSrcs, &id), append(p.rawEnveloped, src.ev.Enveloped)
+	if src.src.LSN == 0 && !p.withTexts {
+		p.rawRefs = append(p.rawRefs, nil)
+		return
+	}
 	ref, ok := p.rawIndex[id]
 	if !ok {
 		p.raws = append(p.raws, string(src.ev.Object))
