@@ -41,6 +41,10 @@ type batch struct {
 	// batch, where the checkpoint moves when it commits; 0 when the batch
 	// holds only part of one transaction (a chunk of a large one).
 	endLSN uint64
+	// pre and spec are the state loaded and the fold done ahead
+	// (speculate.go); nil when there are none.
+	pre  *preload
+	spec *foldPlan
 }
 
 func (b *batch) add(c change) {

@@ -174,13 +174,13 @@ func foldChanges(ctx context.Context, app *applier, changes <-chan change, budge
 		}
 		b := q.take(0)
 		began := time.Now()
-		stats, err := app.apply(ctx, b, q.peek(0))
+		stats, err := app.apply(ctx, b, q.peek(0, 0), q.peek(1, 0))
 		if err != nil {
 			return total, fmt.Errorf("catch-up apply: %w", err)
 		}
 		total.add(reportBatch(cfg.Observer, stats, len(b.changes), time.Since(began), true))
 		logger.Debug("applied catch-up batch", "events", len(b.changes), "folded", stats.Folded,
-			"rejected", stats.Rejected, "skipped", stats.Skipped, "took", time.Since(began).String())
+			"rejected", stats.Rejected, "skipped", stats.Skipped, "folded_ahead", stats.Ahead > 0, "took", time.Since(began).String())
 	}
 	return total, nil
 }

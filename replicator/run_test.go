@@ -261,7 +261,7 @@ func TestApplier_StaleGenerationIsFenced(t *testing.T) {
 	ids := db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "Stale")})
 	old := &applier{conn: db.conn, slot: "users_sync", generation: ownerA.Generation}
 	b := batchOf(readRecord(t, db.conn, ids[0]))
-	if _, err := old.apply(ctx, b, nil); !errors.Is(err, ErrFenced) {
+	if _, err := old.apply(ctx, b, nil, nil); !errors.Is(err, ErrFenced) {
 		t.Fatalf("apply with a superseded generation = %v, want ErrFenced", err)
 	}
 	if n, _ := pendingCount(ctx, db.conn); n != 1 {
@@ -301,12 +301,12 @@ func TestApplier_ReplayIsSkipped(t *testing.T) {
 				return b
 			}
 			app := &applier{conn: db.conn, slot: "users_sync", generation: owner.Generation, replayUntil: tc.replayUntil}
-			first, err := app.apply(ctx, streamed(), nil)
+			first, err := app.apply(ctx, streamed(), nil, nil)
 			if err != nil || first.Folded != 2 || first.Rejected != 1 {
 				t.Fatalf("first apply = %+v, %v; want 2 folded, 1 rejected", first, err)
 			}
 			before := historyOps(t, db.conn)
-			again, err := app.apply(ctx, streamed(), nil)
+			again, err := app.apply(ctx, streamed(), nil, nil)
 			if err != nil || again.Skipped != 3 || again.Folded != 0 || again.Rejected != 0 {
 				t.Fatalf("replayed apply = %+v, %v; want all three skipped", again, err)
 			}

@@ -125,6 +125,9 @@ type foldPlan struct {
 	redact                        []redaction // outbox rows of forgotten users (forgotten.go)
 	replays                       int         // changes dropped as already applied
 	withTexts                     bool        // send the objects of caught-up changes too
+	// states is every folded user's state after the batch (for folding
+	// the next batch ahead).
+	states map[string]*outbox.State
 }
 
 type rejectRows struct {
@@ -133,13 +136,14 @@ type rejectRows struct {
 	lsns                            []*string
 }
 
-// foldBatch folds b's changes in order into states (which it updates) and
-// plans the writes; forcedReject turns every change into a reject. A change
+// foldBatch folds b's changes in order into ld.states (which it updates)
+// and plans the writes; forcedReject turns every change into a reject. A change
 // already applied is dropped. A change of a forgotten user is recorded as
 // such, never folded, and its payload is queued for redaction.
-func foldBatch(b *batch, states map[string]*outbox.State, forgotten map[string]bool, applied map[int64]bool, forcedReject *string, withTexts bool) *foldPlan {
+func foldBatch(b *batch, ld *loaded, forcedReject *string, withTexts bool) *foldPlan {
+	states, forgotten, applied := ld.states, ld.forgotten, ld.applied
 	p := &foldPlan{rawIndex: make(map[int64]int32), byOutboxID: make(map[int64]*change),
-		last: make(map[string]int), lastChange: make(map[string]int), withTexts: withTexts}
+		last: make(map[string]int), lastChange: make(map[string]int), withTexts: withTexts, states: states}
 	for i := range b.changes {
 		c := &b.changes[i]
 		switch {
