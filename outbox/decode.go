@@ -14,7 +14,9 @@ import (
 // returns no other error and never panics, whatever the record holds.
 //
 // Every time it produces is UTC and truncated to microseconds, so an Event
-// compares equal to itself after a trip through Postgres.
+// compares equal to itself after a trip through Postgres. The event's
+// Object is a slice of r.Payload, not a copy: the caller must not reuse the
+// payload's memory while the event is in use.
 func Decode(r Record) (Event, error) {
 	if err := checkNames(r); err != nil {
 		return Event{}, err
@@ -43,6 +45,7 @@ func Decode(r Record) (Event, error) {
 		UserID:     id,
 		OccurredAt: occurredAt(r, at),
 		Object:     d.object,
+		Enveloped:  d.env != nil,
 	}
 	if r.EventType == TypeDeleted {
 		return ev, nil
@@ -109,8 +112,7 @@ func newDecoder(r Record) (*decoder, error) {
 	data := top.at("data")
 	if !isEnvelope(top, envelopeTypeKey(r.Provider)) {
 		d.user = members{m: top, loc: "at the top level"}
-		// A copy: the caller may reuse its buffer (a WAL message) after we return.
-		d.object = bytes.Clone(bytes.TrimSpace(r.Payload))
+		d.object = bytes.TrimSpace(r.Payload)
 		return d, nil
 	}
 	d.env = &members{m: top, loc: "at the top level"}
@@ -122,8 +124,7 @@ func newDecoder(r Record) (*decoder, error) {
 		return nil, err
 	}
 	d.user = members{m: user, loc: `in "data"`}
-	// A copy, as above: members may be slices of the payload.
-	d.object = bytes.Clone(data)
+	d.object = data
 	return d, nil
 }
 

@@ -84,8 +84,12 @@ type Event struct {
 	OccurredAt time.Time
 	// Profile is set for user.created and user.updated.
 	Profile Profile
-	// Object is the user object after unwrapping any envelope; it becomes raw_json.
+	// Object is the user object after unwrapping any envelope; it becomes
+	// raw_json. It shares memory with the record's Payload.
 	Object json.RawMessage
+	// Enveloped reports that Object is the "data" member of the payload (a
+	// webhook body) rather than the whole payload.
+	Enveloped bool
 }
 
 // Key returns the event's fold key.

@@ -241,11 +241,27 @@ func (s *jsonScanner) key() ([]byte, bool) {
 	return []byte(key), true
 }
 
+// plainByte marks the bytes a string may hold as they are: all but the
+// quote, the backslash and control characters.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // str advances past a string starting at s.i and reports whether it held
 // an escape.
 func (s *jsonScanner) str() (escaped, ok bool) {
 	s.i++ // "
 	for s.i < len(s.b) {
+		// Most of a string is plain bytes: skip them in a tight loop.
+		for s.i < len(s.b) && plainByte[s.b[s.i]] {
+			s.i++
+		}
+		if s.i >= len(s.b) {
+			break
+		}
 		c := s.b[s.i]
 		switch {
 		case c == '"':

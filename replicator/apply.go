@@ -13,25 +13,24 @@ import (
 )
 
 // applier folds batches of outbox changes, each batch in one transaction
-// that also advances the checkpoint. A batch costs one round trip when the
-// next one is ready as it commits (a backlog): its transaction is begun —
-// fenced and its users' state loaded — in the same round trip as the
-// commit. A lone batch costs two.
+// that also advances the checkpoint. With a backlog, a batch costs one round
+// trip and the database is not kept waiting for the fold: the round trip
+// that commits a batch also begins the next one's transaction and loads the
+// state of the users of the one after, and while the database works, the
+// next batch is folded ahead on that state and on what this batch leaves
+// (speculate.go). A lone batch costs two round trips.
 type applier struct {
 	conn       *pgx.Conn
 	slot       string
 	generation int64
+	// replayUntil is the commit position up to which a streamed change may
+	// already have been applied: by an earlier session (the checkpoint when
+	// this one started) or by this session's catch-up (the WAL position when
+	// its snapshot was taken). Those changes are looked up and dropped
+	// before the fold; later ones cannot be replays.
+	replayUntil uint64
 	// begun is the transaction begun for the batch that follows, if any.
 	begun *begunTx
-}
-
-// begunTx is an open transaction, begun for batch b: fenced, locked and
-// with the state of b's users loaded, or the error that stopped it.
-type begunTx struct {
-	b         *batch
-	states    map[string]*outbox.State
-	forgotten map[string]bool // users erased by forget (forgotten.go)
-	err       error
 }
 
 // applyStats counts what one apply did.
@@ -41,12 +40,14 @@ type applyStats struct {
 	Skipped  int                      // changes already accounted for (a replay)
 	ops      map[outbox.Operation]int // history rows by operation (observer.go)
 	commits  []time.Time              // source commit times of streamed events folded
+	Ahead    int                      // batches whose fold was done ahead (speculate.go)
 }
 
 func (s *applyStats) add(o applyStats) {
 	s.Folded += o.Folded
 	s.Rejected += o.Rejected
 	s.Skipped += o.Skipped
+	s.Ahead += o.Ahead
 	for op, n := range o.ops {
 		if s.ops == nil {
 			s.ops = make(map[outbox.Operation]int)
@@ -57,22 +58,28 @@ func (s *applyStats) add(o applyStats) {
 }
 
 // apply folds b and commits it, moving the checkpoint to b.endLSN (0
-// leaves it where it is: a chunk of a transaction not yet complete). next,
-// when non-nil, is the batch that follows: its transaction is begun in the
-// same round trip. If the database refuses b's data, b is retried change by
-// change, so that only the change at fault becomes a reject and nothing
-// blocks the stream.
-func (a *applier) apply(ctx context.Context, b, next *batch) (applyStats, error) {
+// leaves it where it is: a chunk of a transaction not yet complete). next
+// and after, when non-nil, are the batches that follow: next's transaction
+// is begun and after's users' state loaded in the same round trip. If the
+// database refuses b's data, b is retried change by change, so that only the
+// change at fault becomes a reject and nothing blocks the stream.
+func (a *applier) apply(ctx context.Context, b, next, after *batch) (applyStats, error) {
 	if next != nil && len(next.changes) == 0 {
 		next = nil
 	}
-	stats, err := a.applyOnce(ctx, b, next, nil)
+	if next == nil || (after != nil && len(after.changes) == 0) {
+		after = nil
+	}
+	stats, err := a.applyOnce(ctx, b, next, after, nil, false)
+	if isObjectUnreadable(err) {
+		stats, err = a.applyOnce(ctx, b, next, after, nil, true)
+	}
 	if err == nil || !isDataError(err) {
 		return stats, err
 	}
 	if len(b.changes) == 1 {
 		reason := fmt.Sprintf("the database refused the folded row: %s; fix the payload and insert it again", pgMessage(err))
-		return a.applyOnce(ctx, b, nil, &reason)
+		return a.applyOnce(ctx, b, nil, nil, &reason, true)
 	}
 	var total applyStats
 	for i := range b.changes {
@@ -80,7 +87,7 @@ func (a *applier) apply(ctx context.Context, b, next *batch) (applyStats, error)
 		if i == len(b.changes)-1 {
 			one.endLSN = b.endLSN
 		}
-		s, err := a.apply(ctx, one, nil)
+		s, err := a.apply(ctx, one, nil, nil)
 		if err != nil {
 			return total, err
 		}
@@ -89,12 +96,14 @@ func (a *applier) apply(ctx context.Context, b, next *batch) (applyStats, error)
 	return total, nil
 }
 
-func (a *applier) applyOnce(ctx context.Context, b, next *batch, forcedReject *string) (stats applyStats, err error) {
+func (a *applier) applyOnce(ctx context.Context, b, next, after *batch, forcedReject *string, withTexts bool) (stats applyStats, err error) {
 	// Any failure leaves a transaction open or aborted: end it so that the
-	// connection stays usable.
+	// connection stays usable. What was loaded or folded ahead assumed b
+	// would commit as planned: it goes too.
 	defer func() {
 		if err != nil {
 			a.begun = nil
+			forgetAhead(next, after)
 			if !a.conn.IsClosed() {
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 				defer cancel()
@@ -102,191 +111,51 @@ func (a *applier) applyOnce(ctx context.Context, b, next *batch, forcedReject *s
 			}
 		}
 	}()
-	t, err := a.beginFor(ctx, b)
+	t, err := a.beginFor(ctx, b, next)
 	if err != nil {
 		return stats, err
 	}
-	plan := foldBatch(b, t.states, t.forgotten, forcedReject)
+	plan, err := a.planFor(ctx, t, forcedReject, withTexts)
+	if err != nil {
+		return stats, err
+	}
 	if err := a.redact(ctx, plan.redact); err != nil {
 		return stats, err
 	}
+	// Fold next ahead, on the database's time.
+	ahead := speculate(next, plan.states)
 	q := &pgx.Batch{}
 	plan.queue(q)
 	q.Queue("COMMIT")
 	if next != nil {
-		a.queueBegin(q, next)
+		a.queueBegin(q, next, next.pre == nil, after)
 	}
 	br := a.conn.SendBatch(ctx, q)
-	if stats, err = plan.read(br); err != nil {
-		_ = br.Close()
-		return stats, err
+	stats, err = plan.read(br)
+	if plan == b.spec {
+		stats.Ahead = 1
 	}
-	if _, err := br.Exec(); err != nil {
+	if err == nil {
+		if _, cerr := br.Exec(); cerr != nil {
+			err = fmt.Errorf("commit: %w", cerr)
+		}
+	}
+	if err != nil {
 		_ = br.Close()
-		return stats, fmt.Errorf("commit: %w", err)
+		ahead.wait()
+		return stats, err
 	}
 	// b has committed: what goes wrong from here on is next's to report.
 	var nextTx *begunTx
 	if next != nil {
-		nextTx = a.readBegin(br, next)
+		nextTx = a.readBegin(br, next, next.pre == nil, after)
 	}
 	if cerr := br.Close(); cerr != nil && nextTx != nil && nextTx.err == nil {
 		nextTx.err = fmt.Errorf("begin apply: %w", cerr)
 	}
+	ahead.wait()
 	a.begun = nextTx
 	return stats, nil
-}
-
-// beginFor returns a transaction begun for b: the one begun with the
-// previous batch's commit, or a new one.
-func (a *applier) beginFor(ctx context.Context, b *batch) (*begunTx, error) {
-	if t := a.begun; t != nil {
-		a.begun = nil
-		if t.b == b {
-			return t, t.err
-		}
-		// Begun for a batch that is not the one applied now (after a
-		// change-by-change retry): start over.
-		if _, err := a.conn.Exec(ctx, "ROLLBACK"); err != nil {
-			return nil, fmt.Errorf("roll back: %w", err)
-		}
-	}
-	q := &pgx.Batch{}
-	a.queueBegin(q, b)
-	br := a.conn.SendBatch(ctx, q)
-	t := a.readBegin(br, b)
-	if err := br.Close(); err != nil && t.err == nil {
-		t.err = fmt.Errorf("begin apply: %w", err)
-	}
-	return t, t.err
-}
-
-// foldLockID is the transaction-scoped advisory lock every apply takes, so
-// that replicators of different slots on one database (a rename, a
-// misconfiguration) cannot interleave their read-fold-write of a user.
-const foldLockID = 0x7573796e63666f6c // "usyncfol"
-
-const (
-	checkpointCAS = `UPDATE neon_auth.replicator_checkpoint
-		SET lsn = GREATEST(lsn, $3::pg_lsn), updated_at = now()
-		WHERE slot_name = $1 AND generation = $2`
-	// loadStatesSQL reads what the fold needs of each user: the registers
-	// and the row's columns, but not raw_json, which the write takes from
-	// where it is (the row itself, or the object sent with the batch).
-	loadStatesSQL = `SELECT q.id, u.id IS NOT NULL, u.name, u.email, u.created_at, u.updated_at, u.deleted_at,
-			s.profile_at, s.profile_outbox_id, s.last_at, s.last_outbox_id
-		FROM unnest($1::text[]) AS q(id)
-		LEFT JOIN neon_auth.users_sync u ON u.id = q.id
-		LEFT JOIN neon_auth.users_sync_state s ON s.user_id = q.id
-		WHERE u.id IS NOT NULL OR s.user_id IS NOT NULL`
-)
-
-// queueBegin opens b's transaction: the fold lock, the checkpoint
-// compare-and-set (the fence: it fails when another instance has taken a
-// newer generation, and it serialises appliers), the load of the state of
-// b's users, which every change already applied (a replay) is folded
-// against as stale, and which of them were forgotten. Reading after the
-// fold lock, which resync and forget take too, it sees every write they
-// committed.
-func (a *applier) queueBegin(q *pgx.Batch, b *batch) {
-	q.Queue("BEGIN")
-	// Fold state is shared by every slot's replicator: take turns.
-	q.Queue("SELECT pg_advisory_xact_lock($1)", int64(foldLockID))
-	q.Queue(checkpointCAS, a.slot, a.generation, lsnText(b.endLSN))
-	q.Queue(loadStatesSQL, b.userIDs())
-	q.Queue(forgottenSQL, b.forgottenCandidates())
-}
-
-// readBegin reads the results queueBegin asked for.
-func (a *applier) readBegin(br pgx.BatchResults, b *batch) *begunTx {
-	t := &begunTx{b: b}
-	if _, err := br.Exec(); err != nil {
-		t.err = fmt.Errorf("begin apply: %w", err)
-		return t
-	}
-	if _, err := br.Exec(); err != nil {
-		t.err = fmt.Errorf("take fold lock: %w", err)
-		return t
-	}
-	tag, err := br.Exec()
-	if err != nil {
-		t.err = fmt.Errorf("advance checkpoint: %w", err)
-		return t
-	}
-	if tag.RowsAffected() != 1 {
-		t.err = ErrFenced
-		return t
-	}
-	if t.states, t.err = scanStates(br); t.err != nil {
-		return t
-	}
-	t.forgotten, t.err = readForgotten(br)
-	return t
-}
-
-// userIDs lists the users of the batch's foldable changes, once each.
-func (b *batch) userIDs() []string {
-	seen := make(map[string]bool, len(b.changes))
-	ids := make([]string, 0, len(b.changes))
-	for i := range b.changes {
-		c := &b.changes[i]
-		if c.reject == "" && !seen[c.ev.UserID] {
-			seen[c.ev.UserID] = true
-			ids = append(ids, c.ev.UserID)
-		}
-	}
-	return ids
-}
-
-func lsnText(lsn uint64) string {
-	return fmt.Sprintf("%X/%X", uint32(lsn>>32), uint32(lsn))
-}
-
-func scanStates(br pgx.BatchResults) (map[string]*outbox.State, error) {
-	states := make(map[string]*outbox.State)
-	rows, _ := br.Query()
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			id                string
-			hasRow            bool
-			row               outbox.Row
-			profileAt, lastAt *time.Time
-			profileID, lastID *int64
-		)
-		if err := rows.Scan(&id, &hasRow, &row.Name, &row.Email, &row.CreatedAt, &row.UpdatedAt, &row.DeletedAt,
-			&profileAt, &profileID, &lastAt, &lastID); err != nil {
-			return nil, fmt.Errorf("load user state: %w", err)
-		}
-		st := &outbox.State{Profile: keyOf(profileAt, profileID), Last: keyOf(lastAt, lastID)}
-		if hasRow {
-			row.ID = id
-			utcTimes(&row)
-			st.Row = &row
-		}
-		states[id] = st
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("load user state: %w", err)
-	}
-	return states, nil
-}
-
-// utcTimes puts a loaded row's times in UTC, as the fold produces them.
-func utcTimes(r *outbox.Row) {
-	for _, t := range []**time.Time{&r.CreatedAt, &r.UpdatedAt, &r.DeletedAt} {
-		if *t != nil {
-			u := (*t).UTC()
-			*t = &u
-		}
-	}
-}
-
-func keyOf(at *time.Time, id *int64) outbox.Key {
-	if at == nil || id == nil {
-		return outbox.Key{}
-	}
-	return outbox.Key{At: at.UTC(), OutboxID: *id}
 }
 
 // isDataError reports whether the database refused the data itself, which
@@ -303,6 +172,13 @@ func isDataError(err error) bool {
 		return true
 	}
 	return false
+}
+
+// isObjectUnreadable reports that the fold statement could not read a user
+// object it was not given the text of (see foldSQL).
+func isObjectUnreadable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "UA001"
 }
 
 func pgMessage(err error) string {

@@ -71,15 +71,16 @@ func (q *batchQueue) take(confirmed uint64) *batch {
 	return b
 }
 
-// peek returns the batch that take would return next, without removing it.
-func (q *batchQueue) peek(confirmed uint64) *batch {
-	if len(q.sealed) == 0 && q.fillingReady(confirmed) {
+// peek returns the batch that take would return k calls from now, without
+// removing it, or nil when it is not ready.
+func (q *batchQueue) peek(k int, confirmed uint64) *batch {
+	if len(q.sealed) == k && q.fillingReady(confirmed) {
 		q.seal()
 	}
-	if len(q.sealed) == 0 {
+	if len(q.sealed) <= k {
 		return nil
 	}
-	return q.sealed[0]
+	return q.sealed[k]
 }
 
 // idle reports whether nothing is received and unapplied.
@@ -88,8 +89,9 @@ func (q *batchQueue) idle() bool {
 }
 
 // maxAhead is how many full batches the applier takes in beyond the one it
-// applies, so that the next one's transaction can begin in this one's
-// round trip; it bounds the applier's memory to a few batches.
+// applies, so that the next one's transaction can begin, and the state of
+// the one after can load, in this one's round trip; it bounds the
+// applier's memory to a few batches.
 const maxAhead = 2
 
 // applyLoop batches what the reader hands over and folds it: when a batch
@@ -195,7 +197,7 @@ func (s *streamer) flushOne(ctx context.Context) error {
 	if b == nil {
 		return nil
 	}
-	next := s.queue.peek(s.confirmed.Load())
+	next, after := s.queue.peek(0, s.confirmed.Load()), s.queue.peek(1, s.confirmed.Load())
 	if len(b.changes) > 0 {
 		// Shutdown stops the intake, not an apply under way: cancelling it
 		// could leave its COMMIT in doubt. A deadline still bounds it. But
@@ -205,7 +207,7 @@ func (s *streamer) flushOne(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
 		stopAbandon := context.AfterFunc(s.readerDone, cancel)
 		began := time.Now()
-		stats, err := s.app.apply(actx, b, next)
+		stats, err := s.app.apply(actx, b, next, after)
 		stopAbandon()
 		cancel()
 		if cause := context.Cause(s.readerDone); err != nil && cause != nil {
@@ -217,7 +219,7 @@ func (s *streamer) flushOne(ctx context.Context) error {
 		stats = reportBatch(s.cfg.Observer, stats, len(b.changes), time.Since(began), false)
 		s.total.add(stats)
 		s.logger.Debug("applied batch", "events", len(b.changes), "folded", stats.Folded,
-			"rejected", stats.Rejected, "skipped", stats.Skipped, "checkpoint", pglogrepl.LSN(b.endLSN).String(),
+			"rejected", stats.Rejected, "skipped", stats.Skipped, "folded_ahead", stats.Ahead > 0, "checkpoint", pglogrepl.LSN(b.endLSN).String(),
 			"took", time.Since(began).String())
 	}
 	if b.endLSN > s.confirmed.Load() {

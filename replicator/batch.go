@@ -29,8 +29,8 @@ func decodeChange(src sourceRecord) change {
 }
 
 // size approximates the memory a change holds until its batch commits: the
-// payload, the user object decoded from it (for an envelope a copy, else
-// the same bytes), and fixed overhead.
+// payload (the user object is a slice of it), its copy in the apply's
+// parameters, and fixed overhead.
 func (c *change) size() int { return 2*len(c.src.Payload) + 512 }
 
 // batch is changes folded in one apply transaction.
@@ -41,6 +41,10 @@ type batch struct {
 	// batch, where the checkpoint moves when it commits; 0 when the batch
 	// holds only part of one transaction (a chunk of a large one).
 	endLSN uint64
+	// pre and spec are the state loaded and the fold done ahead
+	// (speculate.go); nil when there are none.
+	pre  *preload
+	spec *foldPlan
 }
 
 func (b *batch) add(c change) {

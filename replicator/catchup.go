@@ -3,13 +3,14 @@ package replicator
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
-
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 )
 
 // catchUpSQL reads the outbox rows of an id range that have no history and
@@ -52,9 +53,23 @@ func (r *runner) catchUp(ctx context.Context, app *applier, snapshotReader *pgx.
 	// The reader, and the snapshot that holds back vacuum, last no longer
 	// than the catch-up.
 	defer func() { _ = reader.Close(context.WithoutCancel(ctx)) }()
+	// The snapshot is taken as this first query starts: every transaction
+	// it sees committed before the WAL position read during the query. A
+	// streamed change committed up to there may be folded here too, and the
+	// stream is told to look for it (a fresh snapshot overlaps the stream;
+	// the slot's own snapshot does not, and the position is then not needed).
 	var after, last int64
-	if err := reader.QueryRow(ctx, "SELECT COALESCE(min(id) - 1, 0), COALESCE(max(id), 0) FROM neon_auth.outbox").Scan(&after, &last); err != nil {
+	var walPos string
+	if err := reader.QueryRow(ctx, `SELECT COALESCE(min(id) - 1, 0), COALESCE(max(id), 0), pg_current_wal_insert_lsn()::text
+		FROM neon_auth.outbox`).Scan(&after, &last, &walPos); err != nil {
 		return fmt.Errorf("read outbox bounds: %w", err)
+	}
+	if snapshotReader == nil {
+		pos, err := pglogrepl.ParseLSN(walPos)
+		if err != nil {
+			return fmt.Errorf("read outbox bounds: %w", err)
+		}
+		app.replayUntil = max(app.replayUntil, uint64(pos))
 	}
 	changes := make(chan change, handOffSlots)
 	budget := semaphore.NewWeighted(inFlightBytes)
@@ -65,7 +80,7 @@ func (r *runner) catchUp(ctx context.Context, app *applier, snapshotReader *pgx.
 		return r.readOutbox(gctx, reader, after, last, changes, budget)
 	})
 	g.Go(func() (err error) {
-		total, err = foldChanges(gctx, app, changes, budget, r.cfg)
+		total, err = foldChanges(gctx, app, changes, budget, r.cfg, r.logger)
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -127,7 +142,7 @@ func changeWeight(c *change) int64 { return min(int64(c.size()), inFlightBytes) 
 
 // foldChanges applies changes in batches until the channel closes, the
 // next batch begun in the round trip of the one before.
-func foldChanges(ctx context.Context, app *applier, changes <-chan change, budget *semaphore.Weighted, cfg Config) (applyStats, error) {
+func foldChanges(ctx context.Context, app *applier, changes <-chan change, budget *semaphore.Weighted, cfg Config, logger *slog.Logger) (applyStats, error) {
 	q := batchQueue{maxCount: cfg.BatchSize, maxBytes: cfg.BatchBytes}
 	var total applyStats
 	take := func(c change) {
@@ -159,11 +174,13 @@ func foldChanges(ctx context.Context, app *applier, changes <-chan change, budge
 		}
 		b := q.take(0)
 		began := time.Now()
-		stats, err := app.apply(ctx, b, q.peek(0))
+		stats, err := app.apply(ctx, b, q.peek(0, 0), q.peek(1, 0))
 		if err != nil {
 			return total, fmt.Errorf("catch-up apply: %w", err)
 		}
 		total.add(reportBatch(cfg.Observer, stats, len(b.changes), time.Since(began), true))
+		logger.Debug("applied catch-up batch", "events", len(b.changes), "folded", stats.Folded,
+			"rejected", stats.Rejected, "skipped", stats.Skipped, "folded_ahead", stats.Ahead > 0, "took", time.Since(began).String())
 	}
 	return total, nil
 }

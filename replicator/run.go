@@ -149,7 +149,7 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 		if err != nil {
 			return err
 		}
-		app.generation = ck.Generation
+		app.generation, app.replayUntil = ck.Generation, uint64(ck.LSN)
 		switch {
 		case st.Created && ck.Fresh:
 			r.logger.Info("created replication slot", "publication", r.cfg.Publication)

@@ -261,7 +261,7 @@ func TestApplier_StaleGenerationIsFenced(t *testing.T) {
 	ids := db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "Stale")})
 	old := &applier{conn: db.conn, slot: "users_sync", generation: ownerA.Generation}
 	b := batchOf(readRecord(t, db.conn, ids[0]))
-	if _, err := old.apply(ctx, b, nil); !errors.Is(err, ErrFenced) {
+	if _, err := old.apply(ctx, b, nil, nil); !errors.Is(err, ErrFenced) {
 		t.Fatalf("apply with a superseded generation = %v, want ErrFenced", err)
 	}
 	if n, _ := pendingCount(ctx, db.conn); n != 1 {
@@ -269,28 +269,53 @@ func TestApplier_StaleGenerationIsFenced(t *testing.T) {
 	}
 }
 
+// TestApplier_ReplayIsSkipped applies the same changes twice, as a stream
+// replays them after a crash between a commit and its acknowledgement: the
+// second apply writes nothing. Changes the applier knows may be replays
+// (committed at or before replayUntil) are looked up and dropped before
+// the fold; others fold as stale and their rows are skipped on conflict.
 func TestApplier_ReplayIsSkipped(t *testing.T) {
 	t.Parallel()
-	db := newTestDB(t)
-	ctx := context.Background()
-	owner, err := takeOwnership(ctx, db.conn, "users_sync", false, 0, discardLogger)
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name        string
+		replayUntil uint64
+	}{{"looked up", 1 << 40}, {"skipped on conflict", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := newTestDB(t)
+			ctx := context.Background()
+			owner, err := takeOwnership(ctx, db.conn, "users_sync", false, 0, discardLogger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := db.insert(
+				event{provider: "generic", typ: "user.created", payload: genericUser("u1", "A")},
+				event{provider: "generic", typ: "user.created", payload: `{}`},
+				event{provider: "generic", typ: "user.updated", payload: genericUser("u1", "B")},
+			)
+			streamed := func() *batch {
+				b := batchOf(readRecord(t, db.conn, ids[0]), readRecord(t, db.conn, ids[1]), readRecord(t, db.conn, ids[2]))
+				for i := range b.changes {
+					b.changes[i].src.LSN, b.changes[i].src.CommittedAt = 1000, time.Now()
+				}
+				return b
+			}
+			app := &applier{conn: db.conn, slot: "users_sync", generation: owner.Generation, replayUntil: tc.replayUntil}
+			first, err := app.apply(ctx, streamed(), nil, nil)
+			if err != nil || first.Folded != 2 || first.Rejected != 1 {
+				t.Fatalf("first apply = %+v, %v; want 2 folded, 1 rejected", first, err)
+			}
+			before := historyOps(t, db.conn)
+			again, err := app.apply(ctx, streamed(), nil, nil)
+			if err != nil || again.Skipped != 3 || again.Folded != 0 || again.Rejected != 0 {
+				t.Fatalf("replayed apply = %+v, %v; want all three skipped", again, err)
+			}
+			if after := historyOps(t, db.conn); after != before {
+				t.Errorf("the replay changed history from %s to %s", before, after)
+			}
+			checkInvariants(t, ctx, db.conn)
+		})
 	}
-	ids := db.insert(
-		event{provider: "generic", typ: "user.created", payload: genericUser("u1", "A")},
-		event{provider: "generic", typ: "user.created", payload: `{}`},
-	)
-	app := &applier{conn: db.conn, slot: "users_sync", generation: owner.Generation}
-	first, err := app.apply(ctx, batchOf(readRecord(t, db.conn, ids[0]), readRecord(t, db.conn, ids[1])), nil)
-	if err != nil || first.Folded != 1 || first.Rejected != 1 {
-		t.Fatalf("first apply = %+v, %v; want 1 folded, 1 rejected", first, err)
-	}
-	again, err := app.apply(ctx, batchOf(readRecord(t, db.conn, ids[0]), readRecord(t, db.conn, ids[1])), nil)
-	if err != nil || again.Skipped != 2 || again.Folded != 0 || again.Rejected != 0 {
-		t.Fatalf("replayed apply = %+v, %v; want both skipped", again, err)
-	}
-	checkInvariants(t, ctx, db.conn)
 }
 
 func readRecord(t *testing.T, conn *pgx.Conn, id int64) (rec outbox.Record) {

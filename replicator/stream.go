@@ -44,7 +44,7 @@ const applyTimeout = 2 * time.Minute
 
 // inFlightBytes bounds the data decoded but not yet taken by the applier,
 // so memory does not grow with the size of the events queued.
-const inFlightBytes = 8 << 20
+const inFlightBytes = 4 << 20
 
 // handOffSlots is the hand-off channel's length; the byte budget, not the
 // count, is what bounds it, so that a backlog reaches the applier in full

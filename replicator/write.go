@@ -29,30 +29,47 @@ func imageTime(col string) string {
 // the user's previous change, prev, or for the first one the row as it
 // stood), and for each changed user, from its last change that changed
 // something (final), its users_sync row and registers. The fold knows prev
-// and final, so the database sorts nothing but the history's order. A user
-// object (raw_ref) is sent once, for the change whose object it is, and
-// parsed once; a change that keeps the row's object refers to it where it
-// stands. A change already accounted for (a replay after a crash, or a row
-// both caught up and streamed) folds as stale and its history row is
-// skipped.
+// and final, so the database sorts nothing but the history's order.
+//
+// A user object is taken where it already is, as jsonb: in the outbox row
+// of the event it came from (raw_src: its payload, or the payload's "data"
+// when raw_enveloped), or in users_sync when no change of the batch brought
+// a new one (raw_src null). Only when the outbox row cannot be read is the
+// object's text (raw_ref) parsed: a row can arrive before its transaction is
+// visible to other sessions (a streamed one, for a moment; one caught up
+// under the slot's exported snapshot while its commit waits for a
+// synchronous standby), or an application may have deleted it after
+// inserting it. Streamed changes send their text along; caught-up ones,
+// which are visible but for that rare case, do not, and a missing object
+// raises UA001 (neon_auth.outbox_object_unreadable), upon which the batch is
+// applied again with every text.
+//
+// A change already accounted for (a replay after a crash, or a row both
+// caught up and streamed) folds as stale and its history row is skipped.
 var foldSQL = `WITH e AS MATERIALIZED (
 	SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
 			$8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[], $13::timestamptz[],
 			$14::timestamptz[], $15::timestamptz[], $16::int4[], $17::timestamptz[], $18::int8[], $19::timestamptz[], $20::int8[],
-			$22::int4[], $23::bool[])
+			$22::int4[], $23::bool[], $24::int8[], $25::bool[])
 		WITH ORDINALITY AS e(outbox_id, user_id, operation, provider, event_type, event_id, occurred_at,
 			source_lsn, source_committed_at, row_exists, name, email, created_at,
 			updated_at, deleted_at, raw_ref, profile_at, profile_outbox_id, last_at, last_outbox_id,
-			prev, final, ord)
-), raw AS MATERIALIZED (
-	SELECT ref, obj::jsonb AS obj FROM unnest($21::text[]) WITH ORDINALITY AS r(obj, ref)
-), v AS MATERIALIZED (
-	SELECT e.*, COALESCE(raw.obj, cur.raw_json) AS raw_json,
-		CASE WHEN e.row_exists THEN ` + rowImage("e.user_id", "e.name", "e.email", "e.created_at", "e.updated_at", "e.deleted_at", "COALESCE(raw.obj, cur.raw_json)") + ` END AS after_image,
-		CASE WHEN e.prev = 0 AND cur.id IS NOT NULL THEN ` + rowImage("cur.id", "cur.name", "cur.email", "cur.created_at", "cur.updated_at", "cur.deleted_at", "cur.raw_json") + ` END AS first_before
+			prev, final, raw_src, raw_enveloped, ord)
+), r AS MATERIALIZED (
+	SELECT e.*, cur.id IS NOT NULL AS had_row,
+		cur.name AS cur_name, cur.email AS cur_email, cur.created_at AS cur_created_at,
+		cur.updated_at AS cur_updated_at, cur.deleted_at AS cur_deleted_at, cur.raw_json AS cur_raw_json,
+		CASE WHEN e.raw_src IS NULL THEN cur.raw_json
+			ELSE COALESCE((SELECT CASE WHEN e.raw_enveloped THEN o.payload -> 'data' ELSE o.payload END
+				FROM neon_auth.outbox o WHERE o.id = e.raw_src), ($21::text[])[e.raw_ref]::jsonb,
+				neon_auth.outbox_object_unreadable(e.raw_src)) END AS raw_json
 	FROM e
-	LEFT JOIN raw ON raw.ref = e.raw_ref
 	LEFT JOIN neon_auth.users_sync cur ON cur.id = e.user_id
+), v AS MATERIALIZED (
+	SELECT r.*,
+		CASE WHEN r.row_exists THEN ` + rowImage("r.user_id", "r.name", "r.email", "r.created_at", "r.updated_at", "r.deleted_at", "r.raw_json") + ` END AS after_image,
+		CASE WHEN r.prev = 0 AND r.had_row THEN ` + rowImage("r.user_id", "r.cur_name", "r.cur_email", "r.cur_created_at", "r.cur_updated_at", "r.cur_deleted_at", "r.cur_raw_json") + ` END AS first_before
+	FROM r
 ), history AS (
 	INSERT INTO neon_auth.users_sync_history
 		(user_id, operation, outbox_id, provider, event_type, event_id, occurred_at, before, after, source_lsn, source_committed_at)
@@ -96,13 +113,21 @@ type foldPlan struct {
 	profileAt, lastAt             []*time.Time
 	exists, final                 []bool
 	rawRefs                       []*int32
+	rawSrcs                       []*int64
+	rawEnveloped                  []bool
 	prev                          []int32 // 1-based position of the user's previous change, 0 for its first
 	raws                          []string
-	rawIndex                      map[int64]int32 // outbox id → 1-based position in raws
-	last                          map[string]int  // user → 0-based position of its last change so far
-	lastChange                    map[string]int  // user → 0-based position of its last change that changed something
+	rawIndex                      map[int64]int32   // outbox id → 1-based position in raws
+	byOutboxID                    map[int64]*change // the batch's changes planned so far
+	last                          map[string]int    // user → 0-based position of its last change so far
+	lastChange                    map[string]int    // user → 0-based position of its last change that changed something
 	rejects                       rejectRows
 	redact                        []redaction // outbox rows of forgotten users (forgotten.go)
+	replays                       int         // changes dropped as already applied
+	withTexts                     bool        // send the objects of caught-up changes too
+	// states is every folded user's state after the batch (for folding
+	// the next batch ahead).
+	states map[string]*outbox.State
 }
 
 type rejectRows struct {
@@ -111,15 +136,20 @@ type rejectRows struct {
 	lsns                            []*string
 }
 
-// foldBatch folds b's changes in order into states (which it updates) and
-// plans the writes; forcedReject turns every change into a reject. A change
-// of a forgotten user is recorded as such, never folded, and its payload is
-// queued for redaction.
-func foldBatch(b *batch, states map[string]*outbox.State, forgotten map[string]bool, forcedReject *string) *foldPlan {
-	p := &foldPlan{rawIndex: make(map[int64]int32), last: make(map[string]int), lastChange: make(map[string]int)}
+// foldBatch folds b's changes in order into ld.states (which it updates)
+// and plans the writes; forcedReject turns every change into a reject. A change
+// already applied is dropped. A change of a forgotten user is recorded as
+// such, never folded, and its payload is queued for redaction.
+func foldBatch(b *batch, ld *loaded, forcedReject *string, withTexts bool) *foldPlan {
+	states, forgotten, applied := ld.states, ld.forgotten, ld.applied
+	p := &foldPlan{rawIndex: make(map[int64]int32), byOutboxID: make(map[int64]*change),
+		last: make(map[string]int), lastChange: make(map[string]int), withTexts: withTexts, states: states}
 	for i := range b.changes {
 		c := &b.changes[i]
 		switch {
+		case applied[c.src.ID]:
+			p.replays++
+			continue
 		case forcedReject != nil:
 			p.rejects.add(&c.src, p.rejectPayload(&c.src, forgotten), *forcedReject)
 			continue
@@ -166,7 +196,8 @@ func (p *foldPlan) add(c *change, op outbox.Operation, st *outbox.State) {
 	}
 	p.names, p.emails = append(p.names, r.Name), append(p.emails, r.Email)
 	p.created, p.updated, p.deleted = append(p.created, r.CreatedAt), append(p.updated, r.UpdatedAt), append(p.deleted, r.DeletedAt)
-	p.rawRefs = append(p.rawRefs, p.rawRef(st, ev))
+	p.byOutboxID[id] = c
+	p.addRawSource(st)
 	pos := len(p.users) - 1
 	if prev, ok := p.last[ev.UserID]; ok {
 		p.prev = append(p.prev, int32(prev+1))
@@ -189,23 +220,29 @@ func (p *foldPlan) add(c *change, op outbox.Operation, st *outbox.State) {
 	p.lastAt, p.lastIDs = append(p.lastAt, &lat), append(p.lastIDs, &lid)
 }
 
-// rawRef says where the row's raw_json is after this change: the object of
-// a change of this batch (sent once, the first time it is needed), or,
-// nil, the one the row already holds in the database.
-func (p *foldPlan) rawRef(st *outbox.State, ev *outbox.Event) *int32 {
-	if st.RawFrom == 0 {
-		return nil
+// addRawSource says where the row's raw_json is after a change: in the
+// outbox row of the batch's change it came from, or (nil) in users_sync.
+// The object's text goes along, once, for when that row cannot be read: for
+// a streamed change always, for a caught-up one when withTexts.
+func (p *foldPlan) addRawSource(st *outbox.State) {
+	src := p.byOutboxID[st.RawFrom]
+	if st.RawFrom == 0 || src == nil {
+		p.rawSrcs, p.rawEnveloped, p.rawRefs = append(p.rawSrcs, nil), append(p.rawEnveloped, false), append(p.rawRefs, nil)
+		return
 	}
-	if ref, ok := p.rawIndex[st.RawFrom]; ok {
-		return &ref
+	id := st.RawFrom
+	p.rawSrcs, p.rawEnveloped = append(p.rawSrcs, &id), append(p.rawEnveloped, src.ev.Enveloped)
+	if src.src.LSN == 0 && !p.withTexts {
+		p.rawRefs = append(p.rawRefs, nil)
+		return
 	}
-	if st.RawFrom != ev.OutboxID || st.Row == nil {
-		return nil // unreachable: RawFrom is set by a change of this batch, which was planned first
+	ref, ok := p.rawIndex[id]
+	if !ok {
+		p.raws = append(p.raws, string(src.ev.Object))
+		ref = int32(len(p.raws))
+		p.rawIndex[id] = ref
 	}
-	p.raws = append(p.raws, string(st.Row.RawJSON))
-	ref := int32(len(p.raws))
-	p.rawIndex[st.RawFrom] = ref
-	return &ref
+	p.rawRefs = append(p.rawRefs, &ref)
 }
 
 func (r *rejectRows) add(src *sourceRecord, payload, reason string) {
@@ -223,7 +260,8 @@ func (p *foldPlan) queue(q *pgx.Batch) {
 	if len(p.users) > 0 {
 		q.Queue(foldSQL, p.outboxIDs, p.users, p.ops, p.providers, p.types, p.eventIDs, p.occurred,
 			p.lsns, p.committed, p.exists, p.names, p.emails, p.created,
-			p.updated, p.deleted, p.rawRefs, p.profileAt, p.profileIDs, p.lastAt, p.lastIDs, p.raws, p.prev, p.final)
+			p.updated, p.deleted, p.rawRefs, p.profileAt, p.profileIDs, p.lastAt, p.lastIDs, p.raws, p.prev, p.final,
+			p.rawSrcs, p.rawEnveloped)
 	}
 	if rj := &p.rejects; len(rj.ids) > 0 {
 		q.Queue(insertRejectsSQL, rj.ids, rj.providers, rj.types, rj.payloads, rj.why, rj.lsns)
@@ -232,7 +270,7 @@ func (p *foldPlan) queue(q *pgx.Batch) {
 
 // read reads the results of the plan's statements.
 func (p *foldPlan) read(br pgx.BatchResults) (applyStats, error) {
-	var stats applyStats
+	stats := applyStats{Skipped: p.replays}
 	if len(p.users) > 0 {
 		rows, _ := br.Query()
 		var op string
