@@ -136,20 +136,19 @@ func TestHandler_ServeHTTP_BodyMemoryBound(t *testing.T) {
 	if _, err := io.WriteString(hog, strings.Repeat("x", 700)); err != nil {
 		t.Fatal(err)
 	}
+	pgtest.WaitFor(t, 30*time.Second, "the forged delivery's body to be reserved", func() (bool, error) {
+		return f.handler.bodiesHeld.Load() == 1950, nil
+	})
 	body := genericBody("u_budget", time.Now())
 	id := newMessageID()
-	var got answer
-	pgtest.WaitFor(t, 10*time.Second, "a delivery refused while the memory is taken", func() (bool, error) {
-		got = f.deliver("generic", id, body)
-		return got.Status == http.StatusServiceUnavailable, nil
-	})
-	if got.Outcome != "overloaded" || !strings.Contains(got.Error, "retry later") {
+	got := f.deliver("generic", id, body)
+	if got.Status != http.StatusServiceUnavailable || got.Outcome != "overloaded" || !strings.Contains(got.Error, "retry later") {
 		t.Errorf("answer = %+v, want 503 overloaded saying to retry later", got)
 	}
 	if _, err := io.WriteString(hog, strings.Repeat("x", 1250)); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := readAnswer(hog, 10*time.Second); err != nil || got.Status != http.StatusUnauthorized {
+	if got, err := readAnswer(hog, 30*time.Second); err != nil || got.Status != http.StatusUnauthorized {
 		t.Fatalf("forged delivery: %+v, %v; want 401", got, err)
 	}
 	if got := f.deliver("generic", id, body); got.Status != http.StatusOK || got.Outcome != "stored" {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -23,10 +24,12 @@ type Handler struct {
 	cfg       Config
 	db        outbox.Querier
 	verifiers map[string]verifier
-	// bodies bounds the bytes of the bodies being read at once.
-	bodies *semaphore.Weighted
-	mux    *http.ServeMux
-	counts counters
+	// bodies bounds the bytes of the bodies being read at once;
+	// bodiesHeld says how many are reserved now.
+	bodies     *semaphore.Weighted
+	bodiesHeld atomic.Int64
+	mux        *http.ServeMux
+	counts     counters
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -148,7 +151,11 @@ func (h *Handler) receive(w http.ResponseWriter, r *http.Request, provider strin
 	if !h.bodies.TryAcquire(reserve) {
 		return result{status: http.StatusServiceUnavailable, outcome: outcomeOverloaded, reason: "too many deliveries are being received at once; retry later", unread: true}
 	}
-	defer h.bodies.Release(reserve)
+	h.bodiesHeld.Add(reserve)
+	defer func() {
+		h.bodiesHeld.Add(-reserve)
+		h.bodies.Release(reserve)
+	}()
 	body, res, ok := h.readBody(w, r)
 	if !ok {
 		return res
