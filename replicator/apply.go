@@ -31,6 +31,8 @@ type applier struct {
 	replayUntil uint64
 	// begun is the transaction begun for the batch that follows, if any.
 	begun *begunTx
+	// cache is users' fold state as the committed batches left it.
+	cache stateCache
 }
 
 // applyStats counts what one apply did.
@@ -71,6 +73,9 @@ func (a *applier) apply(ctx context.Context, b, next, after *batch) (applyStats,
 		after = nil
 	}
 	stats, err := a.applyOnce(ctx, b, next, after, nil, false)
+	if errors.Is(err, errStaleState) { // the cache was stale: fold on fresh state
+		stats, err = a.applyOnce(ctx, b, next, after, nil, false)
+	}
 	if isObjectUnreadable(err) {
 		stats, err = a.applyOnce(ctx, b, next, after, nil, true)
 	}
@@ -103,6 +108,7 @@ func (a *applier) applyOnce(ctx context.Context, b, next, after *batch, forcedRe
 	defer func() {
 		if err != nil {
 			a.begun = nil
+			a.cache.reset("")
 			forgetAhead(next, after)
 			if !a.conn.IsClosed() {
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -111,27 +117,45 @@ func (a *applier) applyOnce(ctx context.Context, b, next, after *batch, forcedRe
 			}
 		}
 	}()
-	t, err := a.beginFor(ctx, b, next)
-	if err != nil {
-		return stats, err
-	}
-	plan, err := a.planFor(ctx, t, forcedReject, withTexts)
-	if err != nil {
-		return stats, err
-	}
-	if err := a.redact(ctx, plan.redact); err != nil {
-		return stats, err
+	// A lone batch whose users' state is cached begins, is fenced and
+	// written in one round trip; any other first loads that state.
+	fromCache := a.begun == nil && forcedReject == nil && a.cache.covers(b, a.replayUntil)
+	var t *begunTx
+	var plan *foldPlan
+	if fromCache {
+		t = &begunTx{b: b, fingerprint: a.cache.fp}
+		plan = foldBatch(b, a.cache.loadedFor(b), nil, withTexts)
+	} else {
+		if t, err = a.beginFor(ctx, b, next); err != nil {
+			return stats, err
+		}
+		if plan, err = a.planFor(ctx, t, forcedReject, withTexts); err != nil {
+			return stats, err
+		}
+		if err := a.redact(ctx, plan.redact); err != nil {
+			return stats, err
+		}
 	}
 	// Fold next ahead, on the database's time.
 	ahead := speculate(next, plan.states)
 	q := &pgx.Batch{}
+	if fromCache {
+		q.Queue("BEGIN")
+		q.Queue("SELECT pg_advisory_xact_lock($1)", int64(foldLockID))
+		q.Queue(fenceSQL, a.slot, a.generation, lsnText(b.endLSN), a.cache.fp)
+	}
 	plan.queue(q)
 	q.Queue("COMMIT")
 	if next != nil {
 		a.queueBegin(q, next, next.pre == nil, after)
 	}
 	br := a.conn.SendBatch(ctx, q)
-	stats, err = plan.read(br)
+	if fromCache {
+		err = readCachedBegin(br)
+	}
+	if err == nil {
+		stats, err = plan.read(br)
+	}
 	if plan == b.spec {
 		stats.Ahead = 1
 	}
@@ -155,7 +179,20 @@ func (a *applier) applyOnce(ctx context.Context, b, next, after *batch, forcedRe
 	}
 	ahead.wait()
 	a.begun = nextTx
+	a.cache.committed(t.fingerprint, plan, plan.forgotten)
 	return stats, nil
+}
+
+// readCachedBegin reads the begin of a batch folded on cached state.
+func readCachedBegin(br pgx.BatchResults) error {
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("begin apply: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("take fold lock: %w", err)
+	}
+	_, err := readFence(br)
+	return err
 }
 
 // isDataError reports whether the database refused the data itself, which
@@ -176,9 +213,15 @@ func isDataError(err error) bool {
 
 // isObjectUnreadable reports that the fold statement could not read a user
 // object it was not given the text of (see foldSQL).
-func isObjectUnreadable(err error) bool {
+func isObjectUnreadable(err error) bool { return sqlState(err) == "UA001" }
+
+// sqlState is err's SQLSTATE, "" when it has none.
+func sqlState(err error) string {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "UA001"
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
 }
 
 func pgMessage(err error) string {

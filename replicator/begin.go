@@ -16,7 +16,7 @@ import (
 type begunTx struct {
 	b *batch
 	// fingerprint tells, by changing, that fold state was written by
-	// someone else since the previous begin (see checkpointCAS).
+	// someone else since the previous begin (see fenceSQL).
 	fingerprint string
 	load        *loaded // nil when b's state was loaded ahead (b.pre)
 	err         error
@@ -93,17 +93,13 @@ func (a *applier) loadNow(ctx context.Context, b *batch) (*loaded, error) {
 const foldLockID = 0x7573796e63666f6c // "usyncfol"
 
 const (
-	// checkpointCAS is the fence: it fails when another instance has taken
-	// a newer generation. It returns a fingerprint of the writes to fold
-	// state by others than this apply: the external_epoch that resync and
-	// forget bump, and the row versions of the other slots' checkpoints,
-	// which their appliers rewrite in every transaction. State loaded ahead
-	// is good while the fingerprint stays the same.
-	checkpointCAS = `UPDATE neon_auth.replicator_checkpoint
-		SET lsn = GREATEST(lsn, $3::pg_lsn), updated_at = now()
-		WHERE slot_name = $1 AND generation = $2
-		RETURNING external_epoch::text || '/' || COALESCE((SELECT string_agg(o.slot_name || ':' || o.xmin::text, ',' ORDER BY o.slot_name)
-			FROM neon_auth.replicator_checkpoint o WHERE o.slot_name <> $1), '')`
+	// fenceSQL is the fence (neon_auth.replicator_fence, migration 0005):
+	// it fails (UF001) when another instance has taken a newer generation,
+	// moves the checkpoint, and returns a fingerprint of the writes to fold
+	// state by others than this apply. Given the fingerprint expected ($4),
+	// it fails (UF002) when it changed. State loaded ahead, or kept from
+	// earlier transactions, is good while the fingerprint stays the same.
+	fenceSQL = `SELECT neon_auth.replicator_fence($1, $2, $3::pg_lsn, $4)`
 	// loadStatesSQL reads what the fold needs of each user: the registers
 	// and the row's columns, but not raw_json, which the write takes from
 	// where it is (the row itself, or the object's outbox row).
@@ -128,7 +124,7 @@ func (a *applier) queueBegin(q *pgx.Batch, b *batch, loadSelf bool, after *batch
 	q.Queue("BEGIN")
 	// Fold state is shared by every slot's replicator: take turns.
 	q.Queue("SELECT pg_advisory_xact_lock($1)", int64(foldLockID))
-	q.Queue(checkpointCAS, a.slot, a.generation, lsnText(b.endLSN))
+	q.Queue(fenceSQL, a.slot, a.generation, lsnText(b.endLSN), nil)
 	if loadSelf {
 		a.queueLoad(q, b)
 	}
@@ -148,17 +144,9 @@ func (a *applier) readBegin(br pgx.BatchResults, b *batch, loadSelf bool, after 
 		t.err = fmt.Errorf("take fold lock: %w", err)
 		return t
 	}
-	rows, _ := br.Query()
-	fingerprints, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.err = fmt.Errorf("advance checkpoint: %w", err)
+	if t.fingerprint, t.err = readFence(br); t.err != nil {
 		return t
 	}
-	if len(fingerprints) != 1 {
-		t.err = ErrFenced
-		return t
-	}
-	t.fingerprint = fingerprints[0]
 	if loadSelf {
 		if t.load, t.err = a.readLoad(br, b); t.err != nil {
 			return t
@@ -287,4 +275,19 @@ func keyOf(at *time.Time, id *int64) outbox.Key {
 		return outbox.Key{}
 	}
 	return outbox.Key{At: at.UTC(), OutboxID: *id}
+}
+
+// readFence reads the result of fenceSQL.
+func readFence(br pgx.BatchResults) (string, error) {
+	var fingerprint string
+	err := br.QueryRow().Scan(&fingerprint)
+	switch {
+	case sqlState(err) == "UF001":
+		return "", ErrFenced
+	case sqlState(err) == "UF002":
+		return "", errStaleState
+	case err != nil:
+		return "", fmt.Errorf("advance checkpoint: %w", err)
+	}
+	return fingerprint, nil
 }

@@ -15,6 +15,9 @@ var (
 	// ErrFenced means another instance took over the slot since this one
 	// started; the apply was rolled back and this instance starts over.
 	ErrFenced = errors.New("another replicator instance took over the slot")
+	// errStaleState means fold state kept or loaded ahead was written by
+	// someone else meanwhile; the batch is folded again on fresh state.
+	errStaleState = errors.New("fold state was written by another writer since it was loaded")
 )
 
 // ConfigError is a problem with the database or the command line that

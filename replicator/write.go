@@ -126,8 +126,9 @@ type foldPlan struct {
 	replays                       int         // changes dropped as already applied
 	withTexts                     bool        // send the objects of caught-up changes too
 	// states is every folded user's state after the batch (for folding
-	// the next batch ahead).
-	states map[string]*outbox.State
+	// the next batch ahead, and the cache), forgotten the users erased.
+	states    map[string]*outbox.State
+	forgotten map[string]bool
 }
 
 type rejectRows struct {
@@ -143,7 +144,8 @@ type rejectRows struct {
 func foldBatch(b *batch, ld *loaded, forcedReject *string, withTexts bool) *foldPlan {
 	states, forgotten, applied := ld.states, ld.forgotten, ld.applied
 	p := &foldPlan{rawIndex: make(map[int64]int32), byOutboxID: make(map[int64]*change),
-		last: make(map[string]int), lastChange: make(map[string]int), withTexts: withTexts, states: states}
+		last: make(map[string]int), lastChange: make(map[string]int), withTexts: withTexts, states: states,
+		forgotten: forgotten}
 	for i := range b.changes {
 		c := &b.changes[i]
 		switch {

@@ -11,11 +11,18 @@ import (
 // TestResync_WhileRunStreams corrupts users_sync and repairs it with
 // resync --all, over and over, while writers insert events that the
 // replicator streams: nothing may be lost or folded twice, and at the end
-// users_sync is the pure fold and verify is clean.
+// users_sync is the pure fold and verify is clean. Each round corrupts
+// users the writers keep changing (the replicator may rewrite those from
+// its own fold state before resync gets to them) and one they left alone
+// (resync must repair it).
 func TestResync_WhileRunStreams(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
 	db.start()
+	for q := range 10 {
+		db.insert(generic("user.created", fmt.Sprintf("quiet%d", q), "Quiet", 1))
+	}
+	db.waitCaughtUp()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -54,7 +61,9 @@ func TestResync_WhileRunStreams(t *testing.T) {
 			}
 		default:
 		}
-		db.exec(`UPDATE neon_auth.users_sync SET name = 'corrupt', deleted_at = NULL WHERE id IN (SELECT id FROM neon_auth.users_sync ORDER BY random() LIMIT 3)`)
+		db.exec(`UPDATE neon_auth.users_sync SET name = 'corrupt', deleted_at = NULL
+			WHERE id IN (SELECT id FROM neon_auth.users_sync WHERE id NOT LIKE 'quiet%' ORDER BY random() LIMIT 2)
+				OR id = (SELECT id FROM neon_auth.users_sync WHERE id LIKE 'quiet%' ORDER BY random() LIMIT 1)`)
 		rr, err := Resync(context.Background(), db.conn, ResyncConfig{All: true, Verify: VerifyConfig{Slot: db.slot}})
 		if err != nil {
 			t.Fatalf("resync round %d: %v", round, err)
