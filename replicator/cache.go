@@ -62,7 +62,7 @@ func (c *stateCache) committed(fp string, p *foldPlan, forgotten map[string]bool
 	}
 	for id, st := range p.states {
 		if !forgotten[id] {
-			c.states[id] = st
+			c.states[id] = withoutObject(st)
 		}
 	}
 	if len(c.states) > stateCacheMax {
@@ -74,4 +74,17 @@ func (c *stateCache) committed(fp string, p *foldPlan, forgotten map[string]bool
 			delete(c.states, id)
 		}
 	}
+}
+
+// withoutObject is st without the user object, which a folded row holds as
+// a slice of its event's payload: kept, it would keep the whole payload. The
+// fold never reads it back (the object is in users_sync by then).
+func withoutObject(st *outbox.State) *outbox.State {
+	if st.Row == nil || st.Row.RawJSON == nil {
+		return st
+	}
+	c, r := *st, *st.Row
+	r.RawJSON = nil
+	c.Row = &r
+	return &c
 }
