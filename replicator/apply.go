@@ -179,7 +179,13 @@ func (a *applier) applyOnce(ctx context.Context, b, next, after *batch, forcedRe
 	}
 	ahead.wait()
 	a.begun = nextTx
-	a.cache.committed(t.fingerprint, plan, plan.forgotten)
+	if nextTx == nil {
+		a.cache.committed(t.fingerprint, plan, plan.forgotten)
+	} else {
+		// A backlog: batches go one round trip each without the cache,
+		// which would cost copying every user's state for nothing.
+		a.cache.reset("")
+	}
 	return stats, nil
 }
 

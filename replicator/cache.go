@@ -4,7 +4,8 @@ import "github.com/usersync/usersync/outbox"
 
 // stateCache is users' fold state as this applier's committed transactions
 // left it, kept while the applier holds the fence: a lone batch whose users
-// are all here needs no load, and costs one round trip instead of two. It
+// are all here needs no load, and costs one round trip instead of two (in
+// a backlog, batches already cost one each, and the cache is let go). It
 // is good only while nobody else writes fold state, which the fence checks
 // in the batch's own transaction: the fingerprint it expects (fp) is that of
 // the begin the state was last confirmed in, and the fence fails (UF002)

@@ -338,7 +338,10 @@ func roleURL(t *testing.T, db *testDB, name string) (url, role string) {
 func TestRun_StalledOldOwnerIsTerminated(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := newTestDB(t)
+	// A cluster of its own: the holder's transaction would make every
+	// other test's slot creation wait for it (a slot's snapshot waits for
+	// the transactions running anywhere in the cluster).
+	db := migratedDB(t, pgtest.NewCluster(t, nil).URL("postgres"))
 	a := db.startChild()
 	waitLogged(t, a.logs, 60*time.Second, `"msg":"streaming"`)
 	b := db.startChild()
