@@ -227,7 +227,7 @@ func TestDecode_Samples(t *testing.T) {
 			if ev.OutboxID != 42 || ev.Provider != tt.provider || ev.Type != tt.eventType || ev.EventID != &eventID {
 				t.Errorf("record fields not carried over: %+v", ev)
 			}
-			if !equalJSON(ev.Object, sampleData(t, tt.file)) {
+			if !SameJSON(ev.Object, sampleData(t, tt.file)) {
 				t.Errorf("Object = %s, want the sample's \"data\"", ev.Object)
 			}
 		})
@@ -391,7 +391,7 @@ func TestDecode_Mapping(t *testing.T) {
 			if wantObject == "" {
 				wantObject = tt.payload
 			}
-			if !equalJSON(ev.Object, json.RawMessage(wantObject)) {
+			if !SameJSON(ev.Object, json.RawMessage(wantObject)) {
 				t.Errorf("Object = %s, want %s", ev.Object, wantObject)
 			}
 		})

@@ -69,10 +69,29 @@ func RowsEqual(a, b *Row) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.ID == b.ID &&
-		equalString(a.Name, b.Name) && equalString(a.Email, b.Email) &&
-		equalTime(a.CreatedAt, b.CreatedAt) && equalTime(a.UpdatedAt, b.UpdatedAt) &&
-		equalTime(a.DeletedAt, b.DeletedAt) && equalJSON(a.RawJSON, b.RawJSON)
+	return a.ID == b.ID && len(DifferingColumns(a, b)) == 0
+}
+
+// DifferingColumns lists the users_sync columns other than id in which two
+// rows differ, compared as in RowsEqual.
+func DifferingColumns(a, b *Row) []string {
+	var cols []string
+	for _, c := range []struct {
+		name string
+		same bool
+	}{
+		{"name", equalString(a.Name, b.Name)},
+		{"email", equalString(a.Email, b.Email)},
+		{"created_at", equalTime(a.CreatedAt, b.CreatedAt)},
+		{"updated_at", equalTime(a.UpdatedAt, b.UpdatedAt)},
+		{"deleted_at", equalTime(a.DeletedAt, b.DeletedAt)},
+		{"raw_json", SameJSON(a.RawJSON, b.RawJSON)},
+	} {
+		if !c.same {
+			cols = append(cols, c.name)
+		}
+	}
+	return cols
 }
 
 func equalString(a, b *string) bool {
@@ -89,9 +108,9 @@ func equalTime(a, b *time.Time) bool {
 	return a.Equal(*b)
 }
 
-// equalJSON compares two JSON texts by value; an empty text counts as null.
-// Text that does not parse is compared byte for byte.
-func equalJSON(a, b json.RawMessage) bool {
+// SameJSON compares two JSON texts by value, as jsonb does; an empty text
+// counts as null. Text that does not parse is compared byte for byte.
+func SameJSON(a, b json.RawMessage) bool {
 	var va, vb any
 	errA := json.Unmarshal(orNull(a), &va)
 	errB := json.Unmarshal(orNull(b), &vb)

@@ -1,7 +1,6 @@
 package replicator
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,23 +58,8 @@ func migratedDB(t testing.TB, url string) *testDB {
 	return &testDB{t: t, url: url, conn: conn, slot: slot[:min(len(slot), 63)]}
 }
 
-// syncBuffer is a log sink safe for the replicator's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log sink safe for the goroutines under test.
+type syncBuffer = pgtest.SyncBuffer
 
 // running is a replicator started in-process by a test.
 type running struct {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"reflect"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -297,20 +296,5 @@ func checkNoSecret(t *testing.T, k kit, what, s string) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log sink safe for the goroutines under test.
+type syncBuffer = pgtest.SyncBuffer

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,23 +65,8 @@ func newPool(t *testing.T, url string) *pgxpool.Pool {
 	return pool
 }
 
-// syncBuffer is a log sink written by concurrent requests.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log sink safe for the goroutines under test.
+type syncBuffer = pgtest.SyncBuffer
 
 // fixture is a Handler on a fresh migrated database behind an httptest server.
 type fixture struct {

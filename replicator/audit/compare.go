@@ -3,7 +3,6 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
-	"reflect"
 	"time"
 
 	"github.com/usersync/usersync/outbox"
@@ -62,18 +61,29 @@ func userDifferences(id string, want outbox.State, got userState) []Difference {
 // Postgres sees them: times by instant, raw_json by JSON value.
 func rowDifferences(id string, want, got *outbox.Row) []Difference {
 	var out []Difference
-	add := func(col string, equal bool, w, g any) {
-		if !equal {
-			out = append(out, Difference{UserID: id, Column: col, Want: w, Got: g})
-		}
+	for _, col := range outbox.DifferingColumns(want, got) {
+		w, g := columnValue(want, col), columnValue(got, col)
+		out = append(out, Difference{UserID: id, Column: col, Want: w, Got: g})
 	}
-	add("name", equalString(want.Name, got.Name), want.Name, got.Name)
-	add("email", equalString(want.Email, got.Email), want.Email, got.Email)
-	add("created_at", equalTime(want.CreatedAt, got.CreatedAt), timeValue(want.CreatedAt), timeValue(got.CreatedAt))
-	add("updated_at", equalTime(want.UpdatedAt, got.UpdatedAt), timeValue(want.UpdatedAt), timeValue(got.UpdatedAt))
-	add("deleted_at", equalTime(want.DeletedAt, got.DeletedAt), timeValue(want.DeletedAt), timeValue(got.DeletedAt))
-	add("raw_json", equalJSON(want.RawJSON, got.RawJSON), jsonValue(want.RawJSON), jsonValue(got.RawJSON))
 	return out
+}
+
+// columnValue is column col of r as a difference shows it.
+func columnValue(r *outbox.Row, col string) any {
+	switch col {
+	case "name":
+		return r.Name
+	case "email":
+		return r.Email
+	case "created_at":
+		return timeValue(r.CreatedAt)
+	case "updated_at":
+		return timeValue(r.UpdatedAt)
+	case "deleted_at":
+		return timeValue(r.DeletedAt)
+	default:
+		return jsonValue(r.RawJSON)
+	}
 }
 
 func registersJSON(st outbox.State) map[string]any {
@@ -116,31 +126,6 @@ func jsonValue(b json.RawMessage) any {
 		return nil
 	}
 	return json.RawMessage(buf.Bytes())
-}
-
-func equalString(a, b *string) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return *a == *b
-}
-
-func equalTime(a, b *time.Time) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return a.Equal(*b)
-}
-
-// equalJSON compares JSON texts by value, as jsonb does; empty is null.
-func equalJSON(a, b json.RawMessage) bool {
-	var va, vb any
-	errA := json.Unmarshal(orNull(a), &va)
-	errB := json.Unmarshal(orNull(b), &vb)
-	if errA != nil || errB != nil {
-		return bytes.Equal(a, b)
-	}
-	return reflect.DeepEqual(va, vb)
 }
 
 func orNull(b json.RawMessage) json.RawMessage {

@@ -1,13 +1,11 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,23 +46,8 @@ func newTestDB(t *testing.T) *testDB {
 	return &testDB{t: t, url: url, conn: conn, slot: slot[:min(len(slot), 63)]}
 }
 
-// syncBuffer is a log sink safe for the replicator's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log sink safe for the goroutines under test.
+type syncBuffer = pgtest.SyncBuffer
 
 // replicatorRun is a replicator started in-process.
 type replicatorRun struct {

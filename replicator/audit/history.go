@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/usersync/usersync/outbox"
 	"github.com/usersync/usersync/replicator"
 )
 
@@ -110,7 +111,7 @@ func changes(before, after *string) (Changes, error) {
 	}
 	out := Changes{}
 	for _, col := range rowColumns {
-		if !equalJSON(b[col], a[col]) {
+		if !outbox.SameJSON(b[col], a[col]) {
 			out = append(out, Change{Column: col, Before: jsonOrNil(b[col]), After: jsonOrNil(a[col])})
 		}
 	}
