@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/usersync/usersync/outbox"
@@ -290,4 +291,32 @@ func readFence(br pgx.BatchResults) (string, error) {
 		return "", fmt.Errorf("advance checkpoint: %w", err)
 	}
 	return fingerprint, nil
+}
+
+// replayHorizon is the commit position up to which a streamed change may
+// have been applied before this session: the checkpoint, or further for a
+// change the checkpoint never passed — one committed as a chunk of a large
+// transaction, or alone by the change-by-change retry, whose session ended
+// before the transaction's end was checkpointed. Replayed, such a change
+// folds as stale and its history row is skipped, but a reject has no
+// history row to collide with: one made by the retry (the database refused
+// the row) would get a history row besides. So the horizon reaches the
+// newest reject's source position too, and those changes are looked up.
+func replayHorizon(ctx context.Context, conn *pgx.Conn, checkpoint pglogrepl.LSN) (uint64, error) {
+	var rejects *string
+	// LEAST skips nulls: with no rejects it would give the WAL end.
+	if err := conn.QueryRow(ctx, `SELECT CASE WHEN max(source_lsn) IS NOT NULL
+			THEN LEAST(max(source_lsn), pg_current_wal_flush_lsn())::text END
+		FROM neon_auth.outbox_rejects`).Scan(&rejects); err != nil {
+		return 0, fmt.Errorf("read the rejects' source positions: %w", err)
+	}
+	horizon := uint64(checkpoint)
+	if rejects != nil {
+		lsn, err := pglogrepl.ParseLSN(*rejects)
+		if err != nil {
+			return 0, fmt.Errorf("read the rejects' source positions: %w", err)
+		}
+		horizon = max(horizon, uint64(lsn))
+	}
+	return horizon, nil
 }

@@ -149,7 +149,10 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 		if err != nil {
 			return err
 		}
-		app.generation, app.replayUntil = ck.Generation, uint64(ck.LSN)
+		app.generation = ck.Generation
+		if app.replayUntil, err = replayHorizon(ctx, conn, ck.LSN); err != nil {
+			return err
+		}
 		switch {
 		case st.Created && ck.Fresh:
 			r.logger.Info("created replication slot", "publication", r.cfg.Publication)
