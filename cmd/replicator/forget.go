@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -25,7 +26,10 @@ func forgetCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return newUsageError("forget takes one USER_ID, got %d arguments (see 'replicator forget --help')", c.NArg())
 			}
-			if c.String("reason") == "" {
+			if c.Args().First() == "" {
+				return newUsageError("forget: USER_ID is empty: give the id of the user to erase")
+			}
+			if strings.TrimSpace(c.String("reason")) == "" {
 				return newUsageError("forget needs --reason TEXT: it is recorded with the erasure")
 			}
 			conn, err := openDatabase(c)

@@ -54,7 +54,7 @@ func newUsageError(format string, args ...any) error {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:      "replicator",
 		Usage:     "fold auth-provider user events from neon_auth.outbox into neon_auth.users_sync",
 		Version:   version,
@@ -79,6 +79,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			forgetCommand(),
 			pruneCommand(),
 		},
+		// The logging flags are global; checked here, a bad value is refused
+		// by every command, also by those that log nothing.
+		Before: func(c *cli.Context) error {
+			_, err := newLogger(c)
+			return err
+		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return newUsageError("%v (see 'replicator --help')", err)
 		},
@@ -88,6 +94,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
+	// A mistake in a command's own flags is a usage error too: without
+	// this, urfave/cli prints the command's help to stdout (into --json
+	// output) and exits 1.
+	for _, cmd := range app.Commands {
+		name := cmd.Name
+		cmd.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+			return newUsageError("%s: %v (see 'replicator %s --help')", name, err, name)
+		}
+	}
+	return app
 }
 
 // newLogger builds the logger the global flags ask for.

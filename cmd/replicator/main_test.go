@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -113,5 +114,84 @@ func TestRun_Version(t *testing.T) {
 	code, stdout, _ := runCLI(t, "--version")
 	if code != 0 || !strings.Contains(stdout, "replicator version") {
 		t.Errorf("--version: exit %d, %q", code, stdout)
+	}
+}
+
+// TestRun_CommandFlagErrorsAreUsageErrors: a mistake in a command's own
+// flags (an unknown flag, a value that does not parse) is a command line the
+// program cannot act on, so it exits 2 with a sentence, as a mistake in the
+// global flags does.
+func TestRun_CommandFlagErrorsAreUsageErrors(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"unknown verify flag", []string{"verify", "--bogus"}},
+		{"unknown prune flag", []string{"prune", "--outbox-older-than", "30d", "--bogus"}},
+		{"history limit not a number", []string{"history", "user_1", "--limit", "abc"}},
+		{"import page size not a number", []string{"import", "clerk", "--page-size", "abc"}},
+		{"import timeout not a duration", []string{"import", "clerk", "--request-timeout", "soon"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, tc.args...)
+			if code != exitUsage {
+				t.Errorf("exit %d, want %d; stdout %d bytes, stderr %q", code, exitUsage, len(stdout), stderr)
+			}
+			if stdout != "" {
+				t.Errorf("stdout holds %d bytes (help text where --json output goes): %.80q", len(stdout), stdout)
+			}
+			if want := "see 'replicator " + tc.args[0] + " --help'"; !strings.Contains(stderr, want) {
+				t.Errorf("stderr %q does not say %q", stderr, want)
+			}
+		})
+	}
+}
+
+// TestParseAge_DaysDoNotWrapAround: a number of days too large for a
+// time.Duration must be refused, not wrapped into a short age: with
+// 213504d ("keep about 585 years") prune would delete what is older than
+// about 25 minutes.
+func TestParseAge_DaysDoNotWrapAround(t *testing.T) {
+	for _, s := range []string{"213504d", "1000000d", "9223372036854775807d"} {
+		d, err := parseAge("outbox-older-than", s)
+		if err == nil && d < 100*365*24*time.Hour {
+			t.Errorf("parseAge(%q) = %s, nil; want an error or an age of at least 100 years", s, d)
+		}
+		if err != nil && !strings.Contains(err.Error(), s) {
+			t.Errorf("parseAge(%q): error %q does not name the value", s, err)
+		}
+	}
+}
+
+// TestRun_ForgetBlankArgumentsAreUsageErrors: an empty USER_ID or a reason
+// of blanks is as much a command line mistake as a missing --reason (exit
+// 2), but it reaches the database and exits 1.
+func TestRun_ForgetBlankArgumentsAreUsageErrors(t *testing.T) {
+	t.Setenv("DATABASE_URL", pgtest.NewDatabase(t))
+	if code, _, stderr := runCLI(t, "--log-format", "json", "migrate"); code != 0 {
+		t.Fatalf("migrate exit %d: %s", code, stderr)
+	}
+	for _, args := range [][]string{{"forget", "user_1", "--reason", "   "}, {"forget", "", "--reason", "ticket 1"}} {
+		if code, _, stderr := runCLI(t, args...); code != exitUsage {
+			t.Errorf("%q: exit %d, stderr %q; want %d", args, code, stderr, exitUsage)
+		}
+	}
+}
+
+// TestRun_BadLogFlagsAreRefusedByEveryCommand: --log-format and
+// --log-level are global; 'migrate' refuses a bad value with exit 2, but
+// the audit commands, which build no logger, accept any value silently.
+func TestRun_BadLogFlagsAreRefusedByEveryCommand(t *testing.T) {
+	t.Setenv("DATABASE_URL", pgtest.NewDatabase(t))
+	if code, _, stderr := runCLI(t, "--log-format", "json", "migrate"); code != 0 {
+		t.Fatalf("migrate exit %d: %s", code, stderr)
+	}
+	for _, cmd := range [][]string{{"verify"}, {"status"}, {"history", "u1"}, {"prune", "--outbox-older-than", "30d", "--dry-run"}} {
+		args := append([]string{"--log-format", "xml", "--log-level", "loud"}, cmd...)
+		if code, _, _ := runCLI(t, args...); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d", args, code, exitUsage)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,10 @@ func pruneConfig(c *cli.Context) (audit.PruneConfig, error) {
 	return cfg, nil
 }
 
+// maxAgeDays is the largest day count a time.Duration holds: a larger one
+// would wrap around into a short age, and prune far more than asked.
+const maxAgeDays = int(math.MaxInt64 / int64(24*time.Hour))
+
 // parseAge reads a positive duration: Go's (90m, 36h) or whole days (30d).
 func parseAge(flag, s string) (time.Duration, error) {
 	var d time.Duration
@@ -71,6 +76,9 @@ func parseAge(flag, s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		var n int
 		n, err = strconv.Atoi(days)
+		if n > maxAgeDays {
+			return 0, newUsageError("--%s %q: at most %dd (about 290 years)", flag, s, maxAgeDays)
+		}
 		d = time.Duration(n) * 24 * time.Hour
 	} else {
 		d, err = time.ParseDuration(s)
