@@ -49,22 +49,25 @@ type PruneResult struct {
 // outboxPrunableSQL picks, among the outbox rows $1 received before $2,
 // those Prune may delete: accounted for, and not able to win a register
 // again. A rejected row folds nothing. A forgotten user's rows are no one's
-// winners. A folded event may go only when its user's register of that
-// kind (profile for created/updated, last for deleted) is held by another
-// event, still in the outbox, with a greater key — so the register's winner
-// always stays, even if users_sync_state were damaged, and the fold of what
-// is left is the fold of everything.
+// winners. A folded event may go only when another folded event of its
+// user, still in the outbox, competes for the same register with a greater
+// key: for a user.deleted (which competes only for liveness) any event, for
+// a created or updated (profile and liveness) another created or updated.
+// The newest competitor of each register therefore always stays, so the
+// fold of what is left is the fold of everything. This is read from the
+// history and the outbox alone, not from users_sync_state: registers
+// damaged by a hand edit or a bad restore (what verify and resync are for)
+// cannot make prune delete a winner, which resync would then need.
 const outboxPrunableSQL = `o.id = ANY($1::int8[]) AND o.received_at < $2
 	AND ((EXISTS (SELECT 1 FROM neon_auth.outbox_rejects r WHERE r.outbox_id = o.id)
 			AND NOT EXISTS (SELECT 1 FROM neon_auth.users_sync_history h WHERE h.outbox_id = o.id))
 		OR EXISTS (SELECT 1 FROM neon_auth.users_sync_history h
 			WHERE h.outbox_id = o.id
 			AND (EXISTS (SELECT 1 FROM neon_auth.forgotten_users f WHERE f.user_id = h.user_id)
-				OR EXISTS (SELECT 1 FROM neon_auth.users_sync_state s
-					JOIN neon_auth.users_sync_history w ON w.outbox_id =
-						CASE WHEN h.event_type = 'user.deleted' THEN s.last_outbox_id ELSE s.profile_outbox_id END
+				OR EXISTS (SELECT 1 FROM neon_auth.users_sync_history w
 					JOIN neon_auth.outbox wo ON wo.id = w.outbox_id
-					WHERE s.user_id = h.user_id AND w.user_id = h.user_id AND w.outbox_id <> o.id
+					WHERE w.user_id = h.user_id AND w.outbox_id <> o.id
+					AND (h.event_type = 'user.deleted' OR w.event_type <> 'user.deleted')
 					AND (w.occurred_at, w.outbox_id) > (h.occurred_at, h.outbox_id)))))`
 
 // Prune deletes outbox rows older than cfg.OutboxOlderThan that are

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/usersync/usersync/internal/pgtest"
+	"github.com/usersync/usersync/outbox"
 )
 
 func old(ev event) event {
@@ -216,5 +217,49 @@ func TestRunRetention_PrunesOnItsOwn(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("RunRetention returned %v after cancel, want nil", err)
+	}
+}
+
+// TestPrune_DamagedProfileRegisterKeepsTheWinner: outboxPrunableSQL says
+// the register's winner always stays "even if users_sync_state were
+// damaged". A profile register that points at the user's later
+// user.deleted event (a hand edit, a restore gone wrong: exactly what
+// verify and resync exist for) makes prune delete the real profile winner,
+// so the fold of what is left is a tombstone and resync then erases the
+// profile for good.
+func TestPrune_DamagedProfileRegisterKeepsTheWinner(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	ids := db.insert(
+		old(generic("user.created", "dan", "Dan", 1)),
+		old(generic("user.updated", "dan", "Daniel", 2)), // the profile winner
+		old(generic("user.deleted", "dan", "x", 3)),      // the last winner
+	)
+	r := db.start()
+	db.waitCaughtUp()
+	r.stop(t)
+	before := db.pureFold()["dan"]
+	if before == nil || before.Name == nil || *before.Name != "Daniel" {
+		t.Fatalf("pure fold before prune: %v", before)
+	}
+
+	// The damage: the profile register names the delete event.
+	db.exec(`UPDATE neon_auth.users_sync_state SET profile_outbox_id = $1, profile_at = $2 WHERE user_id = 'dan'`, ids[2], *at(3))
+	if _, diffs := db.verify(VerifyConfig{}); len(diffs) == 0 {
+		t.Fatal("verify does not see the damaged register: the test cannot tell anything")
+	}
+
+	if _, err := Prune(context.Background(), db.conn, PruneConfig{OutboxOlderThan: 30 * 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if after := db.pureFold()["dan"]; !outbox.RowsEqual(after, before) {
+		t.Errorf("prune deleted a winning event: the fold of what is left is %s, was %s (outbox now %v)",
+			after.JSON(), before.JSON(), db.outboxIDs())
+	}
+	if _, err := Resync(context.Background(), db.conn, ResyncConfig{UserIDs: []string{"dan"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.users()["dan"]; got == nil || got.Name == nil || *got.Name != "Daniel" {
+		t.Errorf("after prune and resync, dan is %v; want the profile Daniel kept", got)
 	}
 }
