@@ -119,7 +119,7 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 func databaseURL(c *cli.Context) (string, error) {
 	url := c.String("database-url")
 	if url == "" {
-		return "", newUsageError("no database: set DATABASE_URL or pass --database-url postgres://user:password@host/db")
+		return "", newUsageError("no database: set DATABASE_URL or pass --database-url, e.g. postgres://USER@HOST/DB?sslmode=require (the password in the URL, or in PGPASSWORD)")
 	}
 	return url, nil
 }

@@ -61,7 +61,10 @@ func mayHoldSecret(s string) bool {
 }
 
 var (
-	urlUserinfo   = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]*@`)
+	// The password runs to the authority's last "@", as in net/url: a raw
+	// "@" in a password is accepted by the drivers and must not leave the
+	// password's tail in the clear.
+	urlUserinfo   = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*@`)
 	keywordSecret = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|[^\s]+)`)
 	webhookSecret = regexp.MustCompile(`whsec_[A-Za-z0-9+/=]+`)
 )

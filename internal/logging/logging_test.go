@@ -21,6 +21,15 @@ func TestRedact(t *testing.T) {
 			t.Errorf("Redact(%q) = %q, still holds the secret", tc.in, got)
 		}
 	}
+	// A raw "@" in the password: the drivers take the authority's last "@".
+	for in, want := range map[string]string{
+		"dial postgres://app:hun@ter2@db.example.com/neondb: refused": "dial postgres://app:xxxxx@db.example.com/neondb: refused",
+		"postgres://app:a@b:c@host:5432?sslmode=require":              "postgres://app:xxxxx@host:5432?sslmode=require",
+	} {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
 	if got := Redact("postgres://app@host/db"); got != "postgres://app@host/db" {
 		t.Errorf("Redact changed a URL without a password: %q", got)
 	}
