@@ -23,11 +23,14 @@ type applier struct {
 	conn       *pgx.Conn
 	slot       string
 	generation int64
-	// replayUntil is the commit position up to which a streamed change may
-	// already have been applied: by an earlier session (the checkpoint when
-	// this one started) or by this session's catch-up (the WAL position when
-	// its snapshot was taken). Those changes are looked up and dropped
-	// before the fold; later ones cannot be replays.
+	// replayUntil is the commit position up to which a streamed change is
+	// expected to have a history row already: from an earlier session (the
+	// checkpoint when this one started) or from this session's catch-up
+	// (the WAL position when its snapshot was taken). Those are looked up
+	// and dropped before the fold. A later one that has one (a chunk of a
+	// transaction the checkpoint never passed) folds as stale and its
+	// history insert conflicts. Rejects, which have no such backstop, are
+	// looked up for every change (accountedSQL, unrejectedSQL).
 	replayUntil uint64
 	// begun is the transaction begun for the batch that follows, if any.
 	begun *begunTx
@@ -143,6 +146,7 @@ func (a *applier) applyOnce(ctx context.Context, b, next, after *batch, forcedRe
 		q.Queue("BEGIN")
 		q.Queue("SELECT pg_advisory_xact_lock($1)", int64(foldLockID))
 		q.Queue(fenceSQL, a.slot, a.generation, lsnText(b.endLSN), a.cache.fp)
+		q.Queue(unrejectedSQL, b.outboxIDs())
 	}
 	plan.queue(q)
 	q.Queue("COMMIT")
@@ -197,8 +201,16 @@ func readCachedBegin(br pgx.BatchResults) error {
 	if _, err := br.Exec(); err != nil {
 		return fmt.Errorf("take fold lock: %w", err)
 	}
-	_, err := readFence(br)
-	return err
+	if _, err := readFence(br); err != nil {
+		return err
+	}
+	switch _, err := br.Exec(); {
+	case sqlState(err) == "UF002": // a change has a reject: fold on loaded state, which drops it
+		return errStaleState
+	case err != nil:
+		return fmt.Errorf("look up rejects: %w", err)
+	}
+	return nil
 }
 
 // isDataError reports whether the database refused the data itself, which

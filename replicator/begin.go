@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/usersync/usersync/outbox"
@@ -110,10 +109,20 @@ const (
 		LEFT JOIN neon_auth.users_sync u ON u.id = q.id
 		LEFT JOIN neon_auth.users_sync_state s ON s.user_id = q.id
 		WHERE u.id IS NOT NULL OR s.user_id IS NOT NULL`
-	// accountedSQL finds which of the given outbox rows were applied already.
+	// accountedSQL finds which of a batch's outbox rows were accounted for
+	// already: in history, among those that may be replays ($1), and among
+	// rejects, every one ($2). A history row is looked up only where the
+	// replay horizon says one may be (a replay folded again is stale and
+	// its history insert conflicts, a backstop); a reject has no such
+	// backstop, and one can be made beyond any horizon a session knows of —
+	// by a catch-up whose session ended, or by another slot's replicator.
 	accountedSQL = `SELECT outbox_id FROM neon_auth.users_sync_history WHERE outbox_id = ANY($1::int8[])
 		UNION ALL
-		SELECT outbox_id FROM neon_auth.outbox_rejects WHERE outbox_id = ANY($1::int8[])`
+		SELECT outbox_id FROM neon_auth.outbox_rejects WHERE outbox_id = ANY($2::int8[])`
+	// unrejectedSQL fails (UF002) when one of the outbox rows has a reject:
+	// a batch folded on cached state loads nothing, so it checks in its
+	// own transaction.
+	unrejectedSQL = `SELECT neon_auth.replicator_unrejected($1::int8[])`
 )
 
 // queueBegin opens b's transaction: the fold lock, then the checkpoint
@@ -166,9 +175,7 @@ func (a *applier) readBegin(br pgx.BatchResults, b *batch, loadSelf bool, after 
 func (a *applier) queueLoad(q *pgx.Batch, b *batch) {
 	q.Queue(loadStatesSQL, b.userIDs())
 	q.Queue(forgottenSQL, b.forgottenCandidates())
-	if ids := b.possibleReplays(a.replayUntil); len(ids) > 0 {
-		q.Queue(accountedSQL, ids)
-	}
+	q.Queue(accountedSQL, b.possibleReplays(a.replayUntil), b.outboxIDs())
 }
 
 func (a *applier) readLoad(br pgx.BatchResults, b *batch) (*loaded, error) {
@@ -180,12 +187,19 @@ func (a *applier) readLoad(br pgx.BatchResults, b *batch) (*loaded, error) {
 	if ld.forgotten, err = readForgotten(br); err != nil {
 		return nil, err
 	}
-	if len(b.possibleReplays(a.replayUntil)) > 0 {
-		if ld.applied, err = readAccounted(br); err != nil {
-			return nil, err
-		}
+	if ld.applied, err = readAccounted(br); err != nil {
+		return nil, err
 	}
 	return ld, nil
+}
+
+// outboxIDs lists the outbox rows of b's changes.
+func (b *batch) outboxIDs() []int64 {
+	ids := make([]int64, len(b.changes))
+	for i := range b.changes {
+		ids[i] = b.changes[i].src.ID
+	}
+	return ids
 }
 
 // possibleReplays lists the streamed changes of b committed at or before
@@ -291,32 +305,4 @@ func readFence(br pgx.BatchResults) (string, error) {
 		return "", fmt.Errorf("advance checkpoint: %w", err)
 	}
 	return fingerprint, nil
-}
-
-// replayHorizon is the commit position up to which a streamed change may
-// have been applied before this session: the checkpoint, or further for a
-// change the checkpoint never passed — one committed as a chunk of a large
-// transaction, or alone by the change-by-change retry, whose session ended
-// before the transaction's end was checkpointed. Replayed, such a change
-// folds as stale and its history row is skipped, but a reject has no
-// history row to collide with: one made by the retry (the database refused
-// the row) would get a history row besides. So the horizon reaches the
-// newest reject's source position too, and those changes are looked up.
-func replayHorizon(ctx context.Context, conn *pgx.Conn, checkpoint pglogrepl.LSN) (uint64, error) {
-	var rejects *string
-	// LEAST skips nulls: with no rejects it would give the WAL end.
-	if err := conn.QueryRow(ctx, `SELECT CASE WHEN max(source_lsn) IS NOT NULL
-			THEN LEAST(max(source_lsn), pg_current_wal_flush_lsn())::text END
-		FROM neon_auth.outbox_rejects`).Scan(&rejects); err != nil {
-		return 0, fmt.Errorf("read the rejects' source positions: %w", err)
-	}
-	horizon := uint64(checkpoint)
-	if rejects != nil {
-		lsn, err := pglogrepl.ParseLSN(*rejects)
-		if err != nil {
-			return 0, fmt.Errorf("read the rejects' source positions: %w", err)
-		}
-		horizon = max(horizon, uint64(lsn))
-	}
-	return horizon, nil
 }

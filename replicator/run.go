@@ -150,9 +150,7 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 			return err
 		}
 		app.generation = ck.Generation
-		if app.replayUntil, err = replayHorizon(ctx, conn, ck.LSN); err != nil {
-			return err
-		}
+		app.replayUntil = uint64(ck.LSN)
 		switch {
 		case st.Created && ck.Fresh:
 			r.logger.Info("created replication slot", "publication", r.cfg.Publication)
