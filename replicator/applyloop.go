@@ -145,11 +145,14 @@ func (s *streamer) gather(ctx context.Context, items <-chan streamItem) (open bo
 	return true, nil
 }
 
-// stopOn ends the loop: on shutdown it commits what it can, otherwise it
-// returns err so that the session restarts.
+// stopOn ends the loop on err: it returns err so that the session
+// restarts, or on shutdown nil — an apply that failed then (cut off after
+// shutdownGrace, say) is applied again by the next start, and trying the
+// rest now would only add to the wait.
 func (s *streamer) stopOn(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return s.finish(ctx)
+		s.logger.Warn("stopping with events received but not applied; the next start applies them", "error", err)
+		return nil
 	}
 	return err
 }
@@ -204,11 +207,21 @@ func (s *streamer) flushOne(ctx context.Context) error {
 		// when the reader found the connection dead (a partition holds the
 		// answer back too) the session is over: the apply is abandoned, and
 		// the next session skips what it may have committed.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
+		// On shutdown (ctx done) it gets shutdownGrace more, as finish's
+		// applies do, and no longer: one blocked on a lock would otherwise
+		// hold the process for the whole applyTimeout. Cut off in doubt, it
+		// is replayed by the next start, like any apply a crash interrupts.
+		deadline := time.Now().Add(applyTimeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		actx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		stopAbandon := context.AfterFunc(s.readerDone, cancel)
+		stopShutdown := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, cancel) })
 		began := time.Now()
 		stats, err := s.app.apply(actx, b, next, after)
 		stopAbandon()
+		stopShutdown()
 		cancel()
 		if cause := context.Cause(s.readerDone); err != nil && cause != nil {
 			return fmt.Errorf("apply abandoned: %w", cause) // the reader's error says why
@@ -228,10 +241,14 @@ func (s *streamer) flushOne(ctx context.Context) error {
 	return nil
 }
 
+// shutdownGrace bounds the applies of a shutdown: what was received is
+// applied within it, or left to be streamed again at the next start.
+const shutdownGrace = 10 * time.Second
+
 // finish applies what was received; it runs on shutdown and when the
 // reader stops.
 func (s *streamer) finish(ctx context.Context) error {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	s.queue.inTx = false // a partial transaction is applied as a chunk; its end is not recorded
 	for s.queue.ready(s.confirmed.Load()) {
