@@ -130,15 +130,20 @@ func (p *Proxy) acceptLoop() {
 
 // link is one proxied connection.
 type link struct {
-	client, server *net.TCPConn
-	done           chan struct{} // closed when the link is torn down
-	once           sync.Once
+	client *net.TCPConn
+	mu     sync.Mutex    // guards server, set once dialled while reset may run
+	server *net.TCPConn  // nil until dialled
+	done   chan struct{} // closed when the link is torn down
+	once   sync.Once
 }
 
 func (l *link) reset() {
 	l.once.Do(func() {
 		close(l.done)
-		for _, c := range []*net.TCPConn{l.client, l.server} {
+		l.mu.Lock()
+		conns := []*net.TCPConn{l.client, l.server}
+		l.mu.Unlock()
+		for _, c := range conns {
 			if c != nil {
 				_ = c.SetLinger(0) // close with an RST
 				_ = c.Close()
@@ -173,9 +178,9 @@ func (p *Proxy) serve(client *net.TCPConn) {
 	if err != nil {
 		return
 	}
-	p.mu.Lock()
+	l.mu.Lock()
 	l.server = server.(*net.TCPConn)
-	p.mu.Unlock()
+	l.mu.Unlock()
 	select {
 	case <-l.done: // reset while dialling
 		_ = server.Close()
