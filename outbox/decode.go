@@ -3,6 +3,7 @@ package outbox
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -37,13 +38,17 @@ func Decode(r Record) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
+	when, err := occurredAt(r, at)
+	if err != nil {
+		return Event{}, err
+	}
 	ev := Event{
 		OutboxID:   r.ID,
 		Provider:   r.Provider,
 		Type:       r.EventType,
 		EventID:    r.EventID,
 		UserID:     id,
-		OccurredAt: occurredAt(r, at),
+		OccurredAt: when,
 		Object:     d.object,
 		Enveloped:  d.env != nil,
 	}
@@ -75,16 +80,25 @@ func checkNames(r Record) error {
 }
 
 // occurredAt picks the event's effective time: the outbox column, else the
-// provider's own time, else when the row was received.
-func occurredAt(r Record, provider *time.Time) time.Time {
+// provider's own time, else when the row was received. Like every time the
+// fold keeps, it must lie in the years 1 to 9999: the columns accept years
+// BC, which the history images (and RFC 3339) cannot hold.
+func occurredAt(r Record, provider *time.Time) (time.Time, error) {
+	column, t := "occurred_at", r.ReceivedAt
 	switch {
 	case r.OccurredAt != nil:
-		return pgTime(*r.OccurredAt)
+		t = *r.OccurredAt
 	case provider != nil:
-		return *provider
+		return *provider, nil
 	default:
-		return pgTime(r.ReceivedAt)
+		column = "received_at"
 	}
+	kept, complaint := inRange(t)
+	if complaint != "" {
+		return time.Time{}, &RejectError{Reason: fmt.Sprintf("outbox %s %s is %s: set it to the event's time",
+			column, t.UTC().Format("2006-01-02T15:04:05Z07:00"), strings.TrimPrefix(complaint, "which is "))}
+	}
+	return kept, nil
 }
 
 // decoder holds one record's payload, split into the optional webhook
@@ -157,6 +171,11 @@ func (d *decoder) parseObject(b []byte) (fields, error) {
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) && strings.Contains(syntax.Error(), "max depth") {
+			// Valid JSON, and jsonb holds it, but deeper than encoding/json reads.
+			return nil, d.reject("payload nests arrays or objects more than 10000 levels deep, more than this replicator reads: flatten it")
+		}
 		if !json.Valid(b) {
 			return nil, d.reject("payload is not valid JSON: %s", err)
 		}

@@ -502,3 +502,88 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// (Found in review.) SPEC, provider mapping: "generic: {"id", "name", "email", "created_at",
+// "updated_at"} with RFC 3339 or millisecond-epoch times", and validation:
+// "every time field the mapping reads parses". RFC 3339 §5.6 lets "T" and
+// "Z" be lower case, and §5.7 allows a leap second (60); §5.8 lists
+// "1990-12-31T23:59:60Z" and "1990-12-31T15:59:60-08:00" among its own
+// examples. Postgres reads all of them (the leap second as the next second).
+func TestDecode_GenericReadsEveryRFC3339Time(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ in, want string }{
+		{"1985-04-12t23:20:50.52z", "1985-04-12T23:20:50.52Z"},
+		{"1985-04-12T23:20:50.52z", "1985-04-12T23:20:50.52Z"},
+		{"1990-12-31T23:59:60Z", "1991-01-01T00:00:00Z"},
+		{"1990-12-31T15:59:60-08:00", "1991-01-01T00:00:00Z"},
+	} {
+		rec := Record{ID: 1, Provider: ProviderGeneric, EventType: TypeUpdated,
+			Payload: []byte(`{"id":"g","updated_at":"` + c.in + `"}`), ReceivedAt: time.Unix(1, 0)}
+		ev, err := Decode(rec)
+		if err != nil {
+			t.Errorf("RFC 3339 time %q rejected: %v", c.in, err)
+			continue
+		}
+		if want := rfc(t, c.want); ev.Profile.UpdatedAt == nil || !ev.Profile.UpdatedAt.Equal(want) {
+			t.Errorf("RFC 3339 time %q: updated_at %v, want %v", c.in, ev.Profile.UpdatedAt, want)
+		}
+	}
+}
+
+// SPEC, validation: a reject's error "says what was wrong". A valid JSON
+// object nested more than 10000 levels deep is more than encoding/json
+// reads: the reject must say so, not call it invalid JSON. (Found in
+// review.)
+func TestDecode_TooDeepObjectRejectSaysWhy(t *testing.T) {
+	t.Parallel()
+	const n = 10000 // arrays inside the user object: 10001 levels in all
+	payload := `{"id":"deep","meta":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`
+	_, err := Decode(Record{ID: 1, Provider: ProviderGeneric, EventType: TypeCreated,
+		Payload: []byte(payload), ReceivedAt: time.Unix(1, 0)})
+	var reject *RejectError
+	if !errors.As(err, &reject) {
+		t.Fatalf("Decode = %v, want a reject", err)
+	}
+	if strings.Contains(reject.Reason, "not valid JSON") || !strings.Contains(reject.Reason, "10000 levels") {
+		t.Errorf("reason %q: want it to say the payload nests too deep, not that it is invalid", reject.Reason)
+	}
+}
+
+// An event's time is kept in history images as RFC 3339, which holds the
+// years 1 to 9999 only; the outbox's timestamptz columns accept years BC.
+// An occurred_at (or, when it is what the event's time falls back to, a
+// received_at) outside them makes the event a reject that says which
+// column. (Found in review: 44 BC became AD 44 in the images.)
+func TestDecode_OutboxTimeOutsideYears1To9999IsAReject(t *testing.T) {
+	t.Parallel()
+	bc := time.Date(-43, 3, 15, 12, 0, 0, 0, time.UTC)
+	far := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		rec      Record
+		wantWord string // the column the reason names; "" for no reject
+	}{
+		{"occurred_at BC", Record{OccurredAt: &bc, ReceivedAt: time.Unix(1, 0)}, "occurred_at"},
+		{"occurred_at after 9999", Record{OccurredAt: &far, ReceivedAt: time.Unix(1, 0)}, "occurred_at"},
+		{"received_at BC, used", Record{ReceivedAt: bc}, "received_at"},
+		{"received_at BC, not used", Record{OccurredAt: ptrTime(time.Unix(1, 0)), ReceivedAt: bc}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := tc.rec
+			rec.ID, rec.Provider, rec.EventType = 1, ProviderGeneric, TypeCreated
+			rec.Payload = []byte(`{"id":"caesar","name":"Julius"}`)
+			_, err := Decode(rec)
+			var reject *RejectError
+			switch {
+			case tc.wantWord == "" && err != nil:
+				t.Errorf("Decode = %v, want no reject", err)
+			case tc.wantWord != "" && !errors.As(err, &reject):
+				t.Errorf("Decode = %v, want a reject", err)
+			case tc.wantWord != "" && !strings.Contains(reject.Reason, tc.wantWord):
+				t.Errorf("reason %q does not name %s", reject.Reason, tc.wantWord)
+			}
+		})
+	}
+}
+
+func ptrTime(t time.Time) *time.Time { return &t }

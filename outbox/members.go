@@ -81,11 +81,40 @@ func parseRFC3339(v json.RawMessage) (time.Time, string) {
 	if kind(v) != "string" || !unquote(v, &s) {
 		return time.Time{}, "want an RFC 3339 time"
 	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, "want an RFC 3339 time such as 2024-05-01T12:00:00Z"
+	t, ok := ParseRFC3339(s)
+	if !ok {
+		return time.Time{}, "want an RFC 3339 time such as 2024-05-01T12:00:00Z (years 1 to 9999)"
 	}
-	return inRange(t)
+	return t, ""
+}
+
+// ParseRFC3339 reads an RFC 3339 time the way the generic adapter does,
+// with what Go's time.RFC3339 leaves out: a lower-case "t" or "z" (RFC 3339
+// §5.6) and a leap second, read as the next second as PostgreSQL reads it.
+// The result is UTC, truncated to microseconds; ok is false for anything
+// else or a year outside 1 to 9999.
+func ParseRFC3339(s string) (t time.Time, ok bool) {
+	return parseTimeLayouts(s, []string{time.RFC3339Nano})
+}
+
+// parseTimeLayouts reads s in the first of layouts that fits (a layout
+// without a zone reads UTC), after normalizing it as ParseRFC3339 says.
+func parseTimeLayouts(s string, layouts []string) (time.Time, bool) {
+	s = strings.ToUpper(s) // only "T" and "Z" are letters in these layouts
+	leap := len(s) >= 19 && s[17:19] == "60"
+	if leap {
+		s = s[:17] + "59" + s[19:]
+	}
+	for _, layout := range layouts {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			if leap {
+				t = t.Add(time.Second)
+			}
+			t, complaint := inRange(t)
+			return t, complaint == ""
+		}
+	}
+	return time.Time{}, false
 }
 
 // isoLayouts are the ISO 8601 forms WorkOS times take: RFC 3339, and the
@@ -110,18 +139,13 @@ func parseISO8601(v json.RawMessage) (time.Time, string) {
 	return time.Time{}, "want an ISO 8601 time such as 2024-05-01T12:00:00.000Z (years 1 to 9999)"
 }
 
-// ParseISO8601 reads a time the way the WorkOS adapter does: RFC 3339, or
-// the same with a space for the "T" and no zone (UTC). The result is UTC,
+// ParseISO8601 reads a time the way the WorkOS adapter does: RFC 3339 (as
+// ParseRFC3339 reads it), or the same with a space for the "T" and no zone
+// (UTC). The result is UTC,
 // truncated to microseconds; ok is false for anything else or a year outside
 // 1 to 9999.
 func ParseISO8601(s string) (t time.Time, ok bool) {
-	for _, layout := range isoLayouts {
-		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
-			t, complaint := inRange(t)
-			return t, complaint == ""
-		}
-	}
-	return time.Time{}, false
+	return parseTimeLayouts(s, isoLayouts)
 }
 
 // inRange returns t as Postgres will store it, or a complaint.

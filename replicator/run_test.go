@@ -437,3 +437,34 @@ func batchOf(recs ...outbox.Record) *batch {
 	}
 	return b
 }
+
+// TestRun_OutboxTimeBeforeYearOneIsAReject: the outbox's timestamptz
+// columns accept years BC, which history images (RFC 3339) cannot hold. An
+// event whose time is one becomes a reject, and the images of the others
+// stay true. (Found in review: 44 BC was written as AD 44.)
+func TestRun_OutboxTimeBeforeYearOneIsAReject(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	bc := time.Date(-43, 3, 15, 12, 0, 0, 0, time.UTC) // 0044-03-15 BC
+	ids := db.insert(
+		event{provider: "generic", typ: "user.created", payload: `{"id":"caesar","name":"Julius"}`, occurredAt: &bc},
+		event{provider: "generic", typ: "user.created", payload: `{"id":"brutus","name":"Marcus"}`, occurredAt: at(1)},
+		event{provider: "generic", typ: "user.deleted", payload: `{"id":"brutus"}`, occurredAt: &bc},
+	)
+	r := db.start(Config{})
+	db.waitCaughtUp(30 * time.Second)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, id := range []int64{ids[0], ids[2]} {
+		var reason string
+		if err := db.conn.QueryRow(ctx, "SELECT error FROM neon_auth.outbox_rejects WHERE outbox_id = $1", id).Scan(&reason); err != nil {
+			t.Fatalf("outbox row %d: no reject: %v", id, err)
+		}
+		if !strings.Contains(reason, "occurred_at") {
+			t.Errorf("outbox row %d: reject reason %q does not name occurred_at", id, reason)
+		}
+	}
+	checkInvariants(t, ctx, db.conn)
+}

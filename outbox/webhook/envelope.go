@@ -18,35 +18,30 @@ type envelope struct {
 	ID string
 	// Timestamp is the provider's event time, when the body has one: a
 	// millisecond epoch number (Clerk, generic) or a time string (generic,
-	// WorkOS) in one of Layouts.
+	// WorkOS) that ParseTime reads.
 	Timestamp json.RawMessage
-	Layouts   []string
+	ParseTime timeParser
 }
+
+// timeParser reads a time string as an adapter does (outbox.ParseRFC3339,
+// outbox.ParseISO8601).
+type timeParser func(string) (time.Time, bool)
 
 // envelopeKeys names the members of a provider's webhook body that hold the
 // event type, the event time and, when the body carries it, the event id,
-// and the layouts of a time string.
+// and how its adapter reads a time string.
 type envelopeKeys struct {
 	typ, time, id string
-	layouts       []string
-}
-
-// workosLayouts are the ISO 8601 forms the WorkOS adapter reads (isoLayouts
-// in outbox/members.go): RFC 3339, and with a space for the "T" and no zone.
-var workosLayouts = []string{
-	time.RFC3339Nano,
-	"2006-01-02 15:04:05.999999999Z07:00",
-	"2006-01-02T15:04:05.999999999",
-	"2006-01-02 15:04:05.999999999",
+	parseTime     timeParser
 }
 
 func keysOf(provider string) envelopeKeys {
 	if provider == outbox.ProviderWorkOS {
 		// {id, event, data, created_at}: "created_at" here is the event's
 		// time; the user's own is inside "data".
-		return envelopeKeys{typ: "event", time: "created_at", id: "id", layouts: workosLayouts}
+		return envelopeKeys{typ: "event", time: "created_at", id: "id", parseTime: outbox.ParseISO8601}
 	}
-	return envelopeKeys{typ: "type", time: "timestamp", layouts: []string{time.RFC3339Nano}}
+	return envelopeKeys{typ: "type", time: "timestamp", parseTime: outbox.ParseRFC3339}
 }
 
 // parseEnvelope requires a JSON object with a string event type ("type", or
@@ -67,7 +62,7 @@ func parseEnvelope(body []byte, provider string) (envelope, error) {
 			return envelope{}, fmt.Errorf("body has no string %q (the event id)", keys.id)
 		}
 	}
-	env.Timestamp, env.Layouts = fields[keys.time], keys.layouts
+	env.Timestamp, env.ParseTime = fields[keys.time], keys.parseTime
 	return env, nil
 }
 
@@ -79,7 +74,7 @@ func (h *Handler) occurredAt(env envelope, id string) time.Time {
 	if len(env.Timestamp) > 0 && string(env.Timestamp) != "null" {
 		// A body time that does not parse is left to the adapter, which
 		// rejects the event saying why, rather than replaced by another time.
-		return bodyTime(env.Timestamp, env.Layouts)
+		return bodyTime(env.Timestamp, env.ParseTime)
 	}
 	t, _ := messageTime(id, h.cfg.Now())
 	return t
@@ -92,22 +87,16 @@ var (
 )
 
 // bodyTime reads the envelope's event time as the adapters do: a number of
-// milliseconds since the Unix epoch (Clerk, generic) or an RFC 3339 string
-// (generic, WorkOS) in one of layouts, read as UTC when it has no zone. It
-// returns zero when it is neither.
-func bodyTime(raw json.RawMessage, layouts []string) time.Time {
+// milliseconds since the Unix epoch (Clerk, generic) or a time string
+// (generic, WorkOS) that parse reads. It returns zero when it is neither.
+func bodyTime(raw json.RawMessage, parse timeParser) time.Time {
 	var t time.Time
 	if raw[0] == '"' {
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
 			return time.Time{}
 		}
-		for _, layout := range layouts {
-			var err error
-			if t, err = time.ParseInLocation(layout, s, time.UTC); err == nil {
-				break
-			}
-		}
+		t, _ = parse(s)
 	} else if f, err := strconv.ParseFloat(string(raw), 64); err == nil && math.Abs(f) < 1e17 {
 		t = time.UnixMilli(int64(f))
 	}

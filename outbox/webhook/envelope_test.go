@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/usersync/usersync/outbox"
 )
 
 func TestParseEnvelope(t *testing.T) {
@@ -50,9 +52,10 @@ func TestBodyTime(t *testing.T) {
 		{`1e300`, time.Time{}},
 		{`253402300800000`, time.Time{}}, // year 10000
 		{`-1000`, time.Unix(-1, 0).UTC()},
+		{`"1990-12-31t23:59:60z"`, time.Date(1991, 1, 1, 0, 0, 0, 0, time.UTC)}, // RFC 3339 §5.6, §5.7
 	}
 	for _, tt := range tests {
-		if got := bodyTime(json.RawMessage(tt.raw), []string{time.RFC3339Nano}); !got.Equal(tt.want) {
+		if got := bodyTime(json.RawMessage(tt.raw), outbox.ParseRFC3339); !got.Equal(tt.want) {
 			t.Errorf("bodyTime(%s) = %v, want %v", tt.raw, got, tt.want)
 		}
 	}
@@ -92,7 +95,7 @@ func TestParseEnvelope_WorkOS(t *testing.T) {
 		}
 		var got time.Time
 		if len(env.Timestamp) > 0 {
-			got = bodyTime(env.Timestamp, env.Layouts)
+			got = bodyTime(env.Timestamp, env.ParseTime)
 		}
 		if !got.Equal(tt.wantTime) {
 			t.Errorf("event time of %s = %v, want %v", tt.body, got, tt.wantTime)
@@ -116,7 +119,7 @@ func FuzzParseEnvelope(f *testing.F) {
 			t.Errorf("parseEnvelope(%q) accepted a WorkOS body without an id", body)
 		}
 		if len(env.Timestamp) > 0 {
-			_ = bodyTime(env.Timestamp, env.Layouts) // must not panic
+			_ = bodyTime(env.Timestamp, env.ParseTime) // must not panic
 		}
 	})
 }
