@@ -98,6 +98,8 @@ const maxAhead = 2
 // is full, or as soon as the stream has nothing more to give, so that a
 // lone event is applied within milliseconds and a backlog in large batches.
 func (s *streamer) applyLoop(ctx context.Context, items <-chan streamItem) error {
+	pubCheck := time.NewTicker(s.interval)
+	defer pubCheck.Stop()
 	for {
 		if s.queue.ready(s.confirmed.Load()) {
 			open, err := s.gather(ctx, items)
@@ -120,10 +122,35 @@ func (s *streamer) applyLoop(ctx context.Context, items <-chan streamItem) error
 			if err := s.take(ctx, it); err != nil {
 				return s.stopOn(ctx, err)
 			}
+		case <-pubCheck.C:
+			if err := s.checkPublication(ctx); err != nil {
+				return s.stopOn(ctx, err)
+			}
 		case <-ctx.Done():
 			return s.finish(ctx)
 		}
 	}
+}
+
+// checkPublication ends the session when the publication is no longer the
+// one it started with: rows committed while it was dropped, or while the
+// outbox was out of it, are never streamed, and the stream gives no sign
+// of it. The next session finds the change and recreates the slot, whose
+// catch-up folds them. It runs while nothing is being applied.
+func (s *streamer) checkPublication(ctx context.Context) error {
+	if s.app.begun != nil || s.publication == "" {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	now, err := publicationIdentity(cctx, s.app.conn, s.cfg.Publication)
+	if err != nil {
+		return err
+	}
+	if now != s.publication {
+		return fmt.Errorf("publication %s changed while streaming (dropped, or neon_auth.outbox taken out of it): rows committed meanwhile are not streamed; starting again to recreate the slot and fold them", s.cfg.Publication)
+	}
+	return nil
 }
 
 // gather takes in what the reader has already handed over, without waiting,

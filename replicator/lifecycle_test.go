@@ -2,11 +2,137 @@ package replicator
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/usersync/usersync/internal/pgtest"
 )
+
+// TestRun_PublicationDroppedWhileRunning drops the publication under a
+// running replicator while rows are committed, and has it created again —
+// by an operator, or by the replicator's next session (ensurePublication).
+// The slot's WAL from before the re-creation cannot be decoded (pgoutput
+// looks the publication up in the historic catalog: "publication does not
+// exist"), so resuming the slot fails forever; every outbox row, the one
+// committed while the publication was missing included, must still be
+// folded.
+func TestRun_PublicationDroppedWhileRunning(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		recreate bool // the operator creates the publication again
+	}{
+		{"operator", true},
+		{"replicator", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := newTestDB(t)
+			r := db.start(Config{MaxBackoff: time.Second})
+			waitStreaming(t, r)
+			db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("p1", "one"), occurredAt: at(1)})
+			db.waitCaughtUp(20 * time.Second)
+
+			if _, err := db.conn.Exec(ctx, `DROP PUBLICATION users_sync_outbox`); err != nil {
+				t.Fatal(err)
+			}
+			// Committed while the publication is missing.
+			db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("gap", "gap"), occurredAt: at(5)})
+			if tc.recreate {
+				if _, err := db.conn.Exec(ctx, `CREATE PUBLICATION users_sync_outbox FOR TABLE neon_auth.outbox WITH (publish = 'insert')`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 5 {
+				db.insert(event{provider: "generic", typ: "user.created", payload: genericUser(fmt.Sprintf("q%d", i), "two"), occurredAt: at(10 + i)})
+			}
+			db.waitCaughtUp(30 * time.Second)
+			checkInvariants(t, ctx, db.conn)
+		})
+	}
+}
+
+// TestRun_OutboxLeftOutOfThePublicationForAWhile takes the outbox out of the
+// publication under a running replicator and puts it back, committing a row
+// in between: pgoutput does not send that row, and the stream goes on
+// without an error, so only a catch-up can fold it. It must be folded
+// without waiting for the process to restart.
+func TestRun_OutboxLeftOutOfThePublicationForAWhile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := newTestDB(t)
+	r := db.start(Config{MaxBackoff: time.Second})
+	waitStreaming(t, r)
+	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("a1", "one"), occurredAt: at(1)})
+	db.waitCaughtUp(20 * time.Second)
+
+	if _, err := db.conn.Exec(ctx, `ALTER PUBLICATION users_sync_outbox DROP TABLE neon_auth.outbox`); err != nil {
+		t.Fatal(err)
+	}
+	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("gap", "gap"), occurredAt: at(5)})
+	if _, err := db.conn.Exec(ctx, `ALTER PUBLICATION users_sync_outbox ADD TABLE neon_auth.outbox`); err != nil {
+		t.Fatal(err)
+	}
+	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("a2", "two"), occurredAt: at(10)})
+	db.waitCaughtUp(30 * time.Second)
+	checkInvariants(t, ctx, db.conn)
+}
+
+// TestRun_OutboxTruncatedWithRestartIdentity empties the outbox with
+// TRUNCATE ... RESTART IDENTITY under a running replicator (an operator
+// clearing rows already synced). History and rejects keep the old ids: the
+// identity must not hand them to new rows (migration 0007 moves it past
+// them), or a new row whose id an old reject holds would be skipped, and
+// one whose id an old history row holds would get no history row.
+func TestRun_OutboxTruncatedWithRestartIdentity(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := newTestDB(t)
+	r := db.start(Config{MaxBackoff: time.Second})
+	waitStreaming(t, r)
+	db.insert(
+		event{provider: "generic", typ: "user.created", payload: `{"name": "no id"}`, occurredAt: at(1)}, // id 1: a reject
+		event{provider: "generic", typ: "user.created", payload: genericUser("old", "old"), occurredAt: at(2)},
+	)
+	db.waitCaughtUp(20 * time.Second)
+
+	if _, err := db.conn.Exec(ctx, `TRUNCATE neon_auth.outbox RESTART IDENTITY`); err != nil {
+		t.Fatal(err)
+	}
+	ids := db.insert(
+		event{provider: "generic", typ: "user.created", payload: genericUser("new1", "Ada"), occurredAt: at(10)},
+		event{provider: "generic", typ: "user.created", payload: genericUser("new2", "Bob"), occurredAt: at(11)},
+	)
+	if ids[0] <= 2 {
+		t.Errorf("new outbox ids %v reuse ids that history and rejects hold (1 and 2)", ids)
+	}
+	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("new3", "Cy"), occurredAt: at(12)})
+	pgtest.WaitFor(t, 20*time.Second, "the row after them folded", func() (bool, error) {
+		var n int
+		err := db.conn.QueryRow(ctx, `SELECT count(*) FROM neon_auth.users_sync WHERE id = 'new3'`).Scan(&n)
+		return n == 1, err
+	})
+	var users []string
+	rows, _ := db.conn.Query(ctx, `SELECT id FROM neon_auth.users_sync WHERE id IN ('new1', 'new2') ORDER BY id`)
+	users, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(users) != 2 {
+		t.Errorf("users_sync holds %v of the new users new1 and new2 (their outbox ids were used before the TRUNCATE)", users)
+	}
+	var histories int
+	if err := db.conn.QueryRow(ctx, `SELECT count(*) FROM neon_auth.users_sync_history WHERE user_id IN ('new1', 'new2')`).Scan(&histories); err != nil {
+		t.Fatal(err)
+	}
+	if histories != 2 {
+		t.Errorf("%d history rows for the two new users, want 2", histories)
+	}
+}
 
 // TestRun_ShutdownIsBoundedWhileAnApplyWaits stops the replicator while its
 // apply waits on the fold lock (held here as a long resync or a person in

@@ -103,12 +103,16 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 	if err := ensurePublication(ctx, conn, r.cfg.Publication, r.logger); err != nil {
 		return false, err
 	}
+	publication, err := publicationIdentity(ctx, conn, r.cfg.Publication)
+	if err != nil {
+		return false, err
+	}
 	repl, err := connectReplication(ctx, r.cfg.DatabaseURL)
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = repl.Close(context.WithoutCancel(ctx)) }()
-	st, err := prepareSlot(ctx, conn, repl, r.cfg.Slot, r.logger)
+	st, err := prepareSlot(ctx, conn, repl, r.cfg.Slot, publication, r.logger)
 	if err != nil {
 		return false, err
 	}
@@ -131,13 +135,14 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 	}
 	app := &applier{conn: conn, slot: r.cfg.Slot}
 	s := &streamer{
-		cfg:       r.cfg,
-		logger:    r.logger,
-		repl:      repl,
-		app:       app,
-		interval:  statusInterval(r.cfg.StatusInterval, senderTimeout),
-		typeMap:   pgtype.NewMap(),
-		relations: make(map[uint32]*relation),
+		cfg:         r.cfg,
+		logger:      r.logger,
+		repl:        repl,
+		app:         app,
+		interval:    statusInterval(r.cfg.StatusInterval, senderTimeout),
+		publication: publication,
+		typeMap:     pgtype.NewMap(),
+		relations:   make(map[uint32]*relation),
 	}
 	start := st.LSN
 	s.confirmed.Store(uint64(start))
@@ -151,6 +156,9 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 		}
 		app.generation = ck.Generation
 		app.replayUntil = uint64(ck.LSN)
+		if err := recordPublication(ctx, conn, r.cfg.Slot, ck.Generation, publication); err != nil {
+			return err
+		}
 		switch {
 		case st.Created && ck.Fresh:
 			r.logger.Info("created replication slot", "publication", r.cfg.Publication)

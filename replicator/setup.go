@@ -189,6 +189,44 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, logger 
 	return nil
 }
 
+// publicationIdentity names the publication as the slot decodes with it:
+// its oid, the outbox's membership in it (the pg_publication_rel row's oid;
+// "all" for a publication FOR ALL TABLES, "none" when the outbox is not in
+// it) and the outbox table's oid. Any of them changes when the publication
+// is dropped and created again, the outbox is taken out of it and put back,
+// or the outbox is dropped and created again: each a moment when rows could
+// be committed that the slot never streams. "" when there is no
+// publication.
+func publicationIdentity(ctx context.Context, conn *pgx.Conn, name string) (string, error) {
+	var id string
+	err := conn.QueryRow(ctx, `SELECT p.oid::text || '/'
+			|| COALESCE(r.oid::text, CASE WHEN p.puballtables THEN 'all' ELSE 'none' END) || '/'
+			|| 'neon_auth.outbox'::regclass::oid::text
+		FROM pg_publication p
+		LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = 'neon_auth.outbox'::regclass
+		WHERE p.pubname = $1`, name).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up publication %s: %w", name, err)
+	}
+	return id, nil
+}
+
+// recordPublication records, on the checkpoint row of the slot that this
+// owner (generation) holds, the publication identity the slot carries
+// every outbox row under (prepareSlot distrusts a slot whose recorded
+// identity differs).
+func recordPublication(ctx context.Context, conn *pgx.Conn, slot string, generation int64, id string) error {
+	_, err := conn.Exec(ctx, `UPDATE neon_auth.replicator_checkpoint SET publication_id = $3
+		WHERE slot_name = $1 AND generation = $2 AND publication_id IS DISTINCT FROM $3`, slot, generation, id)
+	if err != nil {
+		return fmt.Errorf("record the publication of slot %s: %w", slot, err)
+	}
+	return nil
+}
+
 // checkPublication refuses a same-named publication that would stream
 // nothing: one without neon_auth.outbox (dropping and recreating the table
 // removes it) or without inserts.

@@ -77,15 +77,18 @@ type checkpointRow struct {
 	LSN         pglogrepl.LSN // 0/0 when there is no row
 	OwesCatchUp bool
 	WALFlush    pglogrepl.LSN // the server's flushed WAL end, read with it
+	// Publication is the publication identity recorded by the slot's last
+	// owner (publicationIdentity); "" when none was recorded.
+	Publication string
 }
 
 func readCheckpointRow(ctx context.Context, conn *pgx.Conn, slot string) (checkpointRow, error) {
 	var c checkpointRow
 	var flush, lsn string
 	err := conn.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text, COALESCE(c.lsn, '0/0')::text,
-			COALESCE(c.catchup_epoch > c.caught_up_epoch, false)
+			COALESCE(c.catchup_epoch > c.caught_up_epoch, false), COALESCE(c.publication_id, '')
 		FROM (SELECT 1) AS one LEFT JOIN neon_auth.replicator_checkpoint c ON c.slot_name = $1`, slot).
-		Scan(&flush, &lsn, &c.OwesCatchUp)
+		Scan(&flush, &lsn, &c.OwesCatchUp, &c.Publication)
 	if err != nil {
 		return c, fmt.Errorf("read checkpoint of slot %s: %w", slot, err)
 	}
@@ -102,8 +105,10 @@ func readCheckpointRow(ctx context.Context, conn *pgx.Conn, slot string) (checkp
 // (max_slot_wal_keep_size), confirmed beyond the server's WAL (a slot of
 // another cluster's history), or owing a catch-up that its creator did not
 // finish — that catch-up is exact only under the snapshot exported at the
-// slot's creation, which died with its creator.
-func prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, slot string, logger *slog.Logger) (slotStart, error) {
+// slot's creation, which died with its creator — or decoding with another
+// publication than the one its last owner recorded (publication, see
+// publicationIdentity).
+func prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, slot, publication string, logger *slog.Logger) (slotStart, error) {
 	info, err := readSlot(ctx, conn, slot)
 	if err != nil {
 		return slotStart{}, err
@@ -125,7 +130,7 @@ func prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, slot 
 		return slotStart{}, err
 	}
 	if info.Exists {
-		reason := distrust(info, ck)
+		reason := distrust(info, ck, publication)
 		if reason == "" {
 			return resumePosition(info, ck, slot, logger), nil
 		}
@@ -140,7 +145,7 @@ func prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, slot 
 }
 
 // distrust says why an existing, inactive slot must be recreated, or "".
-func distrust(info slotInfo, ck checkpointRow) string {
+func distrust(info slotInfo, ck checkpointRow, publication string) string {
 	switch {
 	case info.Lost:
 		return "was invalidated (" + invalidationCause(info.LostReason) + ")"
@@ -148,6 +153,8 @@ func distrust(info slotInfo, ck checkpointRow) string {
 		return fmt.Sprintf("is confirmed up to %s, beyond the server's WAL end %s (a slot restored from another cluster, or acknowledged into the future)", info.ConfirmedFlush, ck.WALFlush)
 	case ck.OwesCatchUp:
 		return "was created by an instance that did not finish catching up"
+	case ck.Publication != "" && ck.Publication != publication:
+		return "was decoding with a publication that has changed since (dropped and created again, or neon_auth.outbox taken out of it): rows committed meanwhile were never streamed"
 	}
 	return ""
 }

@@ -77,6 +77,9 @@ type streamer struct {
 
 	// Owned by the applier.
 	queue batchQueue
+	// publication is the publication identity the session started with
+	// (publicationIdentity); the applier checks it while idle.
+	publication string
 }
 
 // run streams until ctx ends or the connection fails. before runs on the
