@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/usersync/usersync/internal/logging"
@@ -22,7 +23,7 @@ import (
 // Handler serves POST /webhooks/{clerk,stack,workos,generic} and GET /healthz.
 type Handler struct {
 	cfg       Config
-	db        outbox.Querier
+	db        DB
 	verifiers map[string]verifier
 	// bodies bounds the bytes of the bodies being read at once;
 	// bodiesHeld says how many are reserved now.
@@ -34,10 +35,16 @@ type Handler struct {
 
 var _ http.Handler = (*Handler)(nil)
 
-// NewHandler returns a Handler storing events through db (a *pgxpool.Pool in
-// production). Only cfg's Secrets, MaxBody, MaxBodyMemory, InsertTimeout,
-// Tolerance, Logger and Now matter here.
-func NewHandler(cfg Config, db outbox.Querier) (*Handler, error) {
+// DB is what the handler stores events through: a *pgxpool.Pool in
+// production. Each insert runs in a transaction of its own.
+type DB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// NewHandler returns a Handler storing events through db. Only cfg's
+// Secrets, MaxBody, MaxBodyMemory, InsertTimeout, Tolerance, Logger and Now
+// matter here.
+func NewHandler(cfg Config, db DB) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -63,9 +63,6 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
-	// A 2xx promises the event is durable: never let a role or database
-	// default of synchronous_commit=off acknowledge a commit not yet flushed.
-	poolCfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)

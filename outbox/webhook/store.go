@@ -6,10 +6,19 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/usersync/usersync/outbox"
 )
+
+// durableCommitSQL turns synchronous_commit back on for the insert's
+// transaction when a role or database default turned it off: a 2xx promises
+// the event is durable, and with it off COMMIT returns before the WAL is
+// flushed. Stronger settings (remote_apply, say) are kept. It is set in the
+// transaction, not at connect time, because a pooler such as PgBouncer
+// (Neon's -pooler host) refuses it as a startup parameter.
+const durableCommitSQL = `SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off'`
 
 // store inserts the event, retrying once when the failure happened before
 // anything reached the server (a pooled connection the server had closed).
@@ -22,7 +31,13 @@ func (h *Handler) store(ctx context.Context, ev outbox.NewEvent, res result) res
 		err      error
 	)
 	for attempt := 0; attempt < 2; attempt++ {
-		id, inserted, err = outbox.Insert(ctx, h.db, ev)
+		err = pgx.BeginFunc(ctx, h.db, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, durableCommitSQL); err != nil {
+				return fmt.Errorf("require a durable commit: %w", err)
+			}
+			id, inserted, err = outbox.Insert(ctx, tx, ev)
+			return err
+		})
 		if err == nil || !pgconn.SafeToRetry(err) || ctx.Err() != nil {
 			break
 		}
