@@ -186,6 +186,39 @@ func TestServe_HeaderBytesCap(t *testing.T) {
 	}
 }
 
+// TestServe_HeaderBytesCap_Boundary: the documented cap is 32 KiB of
+// headers. A signed delivery with 30 KiB of padding is stored; one with
+// 33 KiB is answered 431 (net/http reads 4 KiB past MaxHeaderBytes, which
+// let headers up to 36 KiB through; found in review).
+func TestServe_HeaderBytesCap_Boundary(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{DatabaseURL: migratedDatabase(t)})
+	for _, tc := range []struct {
+		padding int
+		want    int
+	}{
+		{30 << 10, http.StatusOK},
+		{33 << 10, http.StatusRequestHeaderFieldsTooLarge},
+	} {
+		body := genericBody(fmt.Sprintf("u_header_%d", tc.padding), time.Now())
+		h := signedHeader(s.key, newMessageID(), time.Now(), body)
+		h.Set("X-Padding", strings.Repeat("p", tc.padding))
+		req, err := http.NewRequest(http.MethodPost, s.url+"/webhooks/generic", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = h
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%d bytes of padding: status %d, want %d", tc.padding, resp.StatusCode, tc.want)
+		}
+	}
+}
+
 // TestHandler_ServeHTTP_TruncatesLoggedValues signs a delivery whose message
 // id is 20 KB: the answer is a 400 (no such id is stored) and the log line
 // quotes only the id's start.
