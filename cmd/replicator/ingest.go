@@ -46,7 +46,9 @@ func ingestCommand() *cli.Command {
 
 func ingest(c *cli.Context) error {
 	if c.Args().Present() {
-		return newUsageError("ingest takes no arguments, got %q", c.Args().First())
+		// The arguments are not quoted back: an unquoted list of secrets
+		// after --workos-secret OLD NEW leaves NEW here.
+		return newUsageError("ingest takes no arguments, got %d (a space-separated list of secrets goes in quotes: --clerk-secret 'OLD NEW')", c.NArg())
 	}
 	cfg, err := ingestConfig(c)
 	if err != nil {

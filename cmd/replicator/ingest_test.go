@@ -69,3 +69,25 @@ func TestIngestCommand_UsageErrors(t *testing.T) {
 		})
 	}
 }
+// TestIngestCommand_UnquotedSecretListNotEchoed (found in review): docs/webhooks.md tells
+// WorkOS users to give the old and the new secret "space-separated" while
+// rolling, and WorkOS secrets need not start with whsec_. Typed unquoted
+// after the flag, the second one becomes a positional argument; the usage
+// error must not print it (SPEC: secrets never appear in logs or errors).
+func TestIngestCommand_UnquotedSecretListNotEchoed(t *testing.T) {
+	const (
+		oldSecret = "wk_0ld_S3cret_value_0123456789"
+		newSecret = "wk_n3w_S3cret_value_9876543210"
+	)
+	for _, name := range []string{"DATABASE_URL", "CLERK_WEBHOOK_SECRET", "STACK_WEBHOOK_SECRET", "WORKOS_WEBHOOK_SECRET", "GENERIC_WEBHOOK_SECRET"} {
+		t.Setenv(name, "")
+	}
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"replicator", "ingest", "--workos-secret", oldSecret, newSecret}, &stdout, &stderr)
+	if code != exitUsage {
+		t.Errorf("exit status %d, want %d; stderr: %s", code, exitUsage, stderr.String())
+	}
+	if strings.Contains(stderr.String()+stdout.String(), newSecret) {
+		t.Errorf("the usage error prints a webhook secret: %s", stderr.String())
+	}
+}
