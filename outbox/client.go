@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"time"
 	"unicode/utf8"
 
@@ -176,19 +178,28 @@ func WaitFolded(ctx context.Context, q Querier, outboxID int64) (FoldResult, err
 	}
 }
 
-// transient reports whether a polling error may clear by itself: anything
-// but an error the server raised for the query (a missing table, a
-// permission), which would fail the same way every time.
+// transient reports whether a polling error may clear by itself: the
+// server unreachable or the connection lost (a restarting compute), or an
+// error the server raised for connection, resource, shutdown or
+// serialization reasons. Anything else — a missing table, a permission, a
+// transaction already committed or a closed pool passed as q — fails the
+// same way every time.
 func transient(err error) bool {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return true
+	if errors.As(err, &pgErr) {
+		if len(pgErr.Code) < 2 {
+			return false
+		}
+		switch pgErr.Code[:2] {
+		case "08", "53", "57", "40": // connection, resources, shutdown/admin, serialization
+			return true
+		}
+		return false
 	}
-	switch pgErr.Code[:2] {
-	case "08", "53", "57", "40": // connection, resources, shutdown/admin, serialization
-		return true
-	}
-	return false
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.Timeout(err) ||
+		pgconn.SafeToRetry(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func foldResult(ctx context.Context, q Querier, outboxID int64) (FoldResult, bool, error) {

@@ -315,3 +315,51 @@ func TestWaitFolded_Deadline(t *testing.T) {
 		t.Errorf("WaitFolded returned %s after its deadline", took)
 	}
 }
+
+// TestWaitFolded_CommittedTxFailsFast (found in review): the natural misuse of the README's
+// snippet, passing the (now committed) tx instead of the pool, fails the
+// same way on every poll ("tx is closed"): WaitFolded should say so at
+// once rather than poll until the caller's deadline.
+func TestWaitFolded_CommittedTxFailsFast(t *testing.T) {
+	t.Parallel()
+	pool := newDB(t)
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := outbox.Insert(ctx, tx, genericEvent("u1", "closed-tx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err = outbox.WaitFolded(wctx, tx, id)
+	if err == nil {
+		t.Fatal("WaitFolded on a committed tx returned no error")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitFolded on a committed tx polled until the deadline: %v", err)
+	}
+}
+
+// TestWaitFolded_KeepsPollingAnUnreachableServer: a connection error may
+// clear by itself (a restarting compute), so WaitFolded polls on until its
+// deadline and then says what went wrong.
+func TestWaitFolded_KeepsPollingAnUnreachableServer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	_, err = outbox.WaitFolded(ctx, pool, 1)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "last error") {
+		t.Errorf("WaitFolded = %v, want it to poll until the deadline and name the last error", err)
+	}
+}
