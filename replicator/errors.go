@@ -18,13 +18,23 @@ var (
 	// errStaleState means fold state kept or loaded ahead was written by
 	// someone else meanwhile; the batch is folded again on fresh state.
 	errStaleState = errors.New("fold state was written by another writer since it was loaded")
+	// errPublicationUnusable marks the ConfigError of a publication that
+	// does not publish inserts into the outbox: fatal at the first start,
+	// but waited out once the process has streamed (an operator in the
+	// middle of changing it).
+	errPublicationUnusable = errors.New("the publication does not publish inserts into neon_auth.outbox")
 )
 
 // ConfigError is a problem with the database or the command line that
 // retrying cannot fix; Run returns it instead of reconnecting.
-type ConfigError struct{ msg string }
+type ConfigError struct {
+	msg  string
+	kind error // a sentinel the error is an instance of, or nil
+}
 
 func (e *ConfigError) Error() string { return e.msg }
+
+func (e *ConfigError) Unwrap() error { return e.kind }
 
 func configErrorf(format string, args ...any) error {
 	return &ConfigError{msg: fmt.Sprintf(format, args...)}

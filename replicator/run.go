@@ -37,6 +37,7 @@ type runner struct {
 	logger      *slog.Logger
 	needCatchUp bool // on start and whenever the slot had to be created
 	standingBy  bool
+	streamed    bool // a session of this process has streamed
 }
 
 func (r *runner) loop(ctx context.Context) error {
@@ -48,7 +49,7 @@ func (r *runner) loop(ctx context.Context) error {
 			r.logger.Info("stopped")
 			return nil
 		}
-		if permanent(err) {
+		if permanent(err) && !(r.streamed && errors.Is(err, errPublicationUnusable)) {
 			return err
 		}
 		busy := errors.Is(err, ErrSlotBusy)
@@ -187,6 +188,7 @@ func (r *runner) session(ctx context.Context) (progress bool, err error) {
 			return err
 		}
 		r.cfg.Observer.CaughtUp()
+		r.streamed = true
 		r.logger.Info("streaming", "from", start.String(), "status_interval", s.interval.String())
 		return nil
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -190,20 +191,27 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, logger 
 }
 
 // publicationIdentity names the publication as the slot decodes with it:
-// its oid, the outbox's membership in it (the pg_publication_rel row's oid;
-// "all" for a publication FOR ALL TABLES, "none" when the outbox is not in
-// it) and the outbox table's oid. Any of them changes when the publication
-// is dropped and created again, the outbox is taken out of it and put back,
-// or the outbox is dropped and created again: each a moment when rows could
-// be committed that the slot never streams. "" when there is no
-// publication.
+// the publication row's oid and version (xmin: ALTER PUBLICATION … SET
+// rewrites it), the outbox's membership in it (the oid of its
+// pg_publication_rel row, and on PostgreSQL 15+ of the neon_auth schema's
+// pg_publication_namespace row) and the outbox table's oid. One of them
+// changes whenever the publication is dropped and created again, stops
+// publishing inserts, loses the outbox (or its schema) and gets it back, or
+// the outbox is dropped and created again: each a moment when rows could be
+// committed that the slot never streams. "" when there is no publication.
 func publicationIdentity(ctx context.Context, conn *pgx.Conn, name string) (string, error) {
+	schemaMember, schemaJoin := "''", ""
+	if serverMajor(conn) >= 15 { // FOR TABLES IN SCHEMA is new in 15
+		schemaMember = "COALESCE(n.oid::text, 'none')"
+		schemaJoin = "LEFT JOIN pg_publication_namespace n ON n.pnpubid = p.oid AND n.pnnspid = 'neon_auth'::regnamespace"
+	}
 	var id string
-	err := conn.QueryRow(ctx, `SELECT p.oid::text || '/'
+	err := conn.QueryRow(ctx, `SELECT p.oid::text || '/' || p.xmin::text || '/'
 			|| COALESCE(r.oid::text, CASE WHEN p.puballtables THEN 'all' ELSE 'none' END) || '/'
-			|| 'neon_auth.outbox'::regclass::oid::text
+			|| `+schemaMember+` || '/' || 'neon_auth.outbox'::regclass::oid::text
 		FROM pg_publication p
 		LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = 'neon_auth.outbox'::regclass
+		`+schemaJoin+`
 		WHERE p.pubname = $1`, name).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil
@@ -212,6 +220,18 @@ func publicationIdentity(ctx context.Context, conn *pgx.Conn, name string) (stri
 		return "", fmt.Errorf("look up publication %s: %w", name, err)
 	}
 	return id, nil
+}
+
+// serverMajor is the server's major version, from what it reported at
+// connection; 0 when unknown.
+func serverMajor(conn *pgx.Conn) int {
+	v := conn.PgConn().ParameterStatus("server_version") // "15.18 (Debian …)", "18beta1"
+	end := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(v)
+	}
+	major, _ := strconv.Atoi(v[:end])
+	return major
 }
 
 // recordPublication records, on the checkpoint row of the slot that this
@@ -239,7 +259,7 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, name string) error {
 		return fmt.Errorf("check publication %s: %w", name, err)
 	}
 	if !hasOutbox || !inserts {
-		return configErrorf("publication %q exists but does not publish inserts into neon_auth.outbox: run DROP PUBLICATION %s; and start again (it is recreated), or choose another name with --publication", name, pgx.Identifier{name}.Sanitize())
+		return &ConfigError{kind: errPublicationUnusable, msg: fmt.Sprintf("publication %q exists but does not publish inserts into neon_auth.outbox: run DROP PUBLICATION %s; and start again (it is recreated), or choose another name with --publication", name, pgx.Identifier{name}.Sanitize())}
 	}
 	return nil
 }
