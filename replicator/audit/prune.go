@@ -46,29 +46,35 @@ type PruneResult struct {
 	Kept int64 `json:"kept"`
 }
 
-// outboxPrunableSQL picks, among the outbox rows $1 received before $2,
+// outboxPrunableSQL lists, among the outbox rows $1 received before $2,
 // those Prune may delete: accounted for, and not able to win a register
 // again. A rejected row folds nothing. A forgotten user's rows are no one's
-// winners. A folded event may go only when another folded event of its
-// user, still in the outbox, competes for the same register with a greater
-// key: for a user.deleted (which competes only for liveness) any event, for
-// a created or updated (profile and liveness) another created or updated.
-// The newest competitor of each register therefore always stays, so the
-// fold of what is left is the fold of everything. This is read from the
-// history and the outbox alone, not from users_sync_state: registers
-// damaged by a hand edit or a bad restore (what verify and resync are for)
-// cannot make prune delete a winner, which resync would then need.
-const outboxPrunableSQL = `o.id = ANY($1::int8[]) AND o.received_at < $2
-	AND ((EXISTS (SELECT 1 FROM neon_auth.outbox_rejects r WHERE r.outbox_id = o.id)
-			AND NOT EXISTS (SELECT 1 FROM neon_auth.users_sync_history h WHERE h.outbox_id = o.id))
-		OR EXISTS (SELECT 1 FROM neon_auth.users_sync_history h
-			WHERE h.outbox_id = o.id
-			AND (EXISTS (SELECT 1 FROM neon_auth.forgotten_users f WHERE f.user_id = h.user_id)
-				OR EXISTS (SELECT 1 FROM neon_auth.users_sync_history w
-					JOIN neon_auth.outbox wo ON wo.id = w.outbox_id
-					WHERE w.user_id = h.user_id AND w.outbox_id <> o.id
-					AND (h.event_type = 'user.deleted' OR w.event_type <> 'user.deleted')
-					AND (w.occurred_at, w.outbox_id) > (h.occurred_at, h.outbox_id)))))`
+// winners. A folded event may go only when a witness shows it lost for
+// good: another folded event of its user, still in the outbox, competing
+// for the same register with a greater key — for a user.deleted (which
+// competes only for liveness) any event, for a created or updated (profile
+// and liveness) another created or updated. So each register's newest
+// competitor always stays, and the fold of what is left is the fold of
+// everything. The witnesses tried are the events users_sync_state names
+// (one lookup each, however many events a user has), but each is checked
+// against the history and the outbox, not trusted: registers damaged by a
+// hand edit or a bad restore (what verify and resync are for) can only
+// keep a row that could have gone, never delete a winner.
+const outboxPrunableSQL = `WITH prunable AS (
+		SELECT o.id FROM neon_auth.outbox o
+		WHERE o.id = ANY($1::int8[]) AND o.received_at < $2
+		AND ((EXISTS (SELECT 1 FROM neon_auth.outbox_rejects r WHERE r.outbox_id = o.id)
+				AND NOT EXISTS (SELECT 1 FROM neon_auth.users_sync_history h WHERE h.outbox_id = o.id))
+			OR EXISTS (SELECT 1 FROM neon_auth.users_sync_history h
+				WHERE h.outbox_id = o.id
+				AND (EXISTS (SELECT 1 FROM neon_auth.forgotten_users f WHERE f.user_id = h.user_id)
+					OR EXISTS (SELECT 1 FROM neon_auth.users_sync_state s
+						JOIN neon_auth.users_sync_history w ON w.outbox_id IN (s.profile_outbox_id, s.last_outbox_id)
+						JOIN neon_auth.outbox wo ON wo.id = w.outbox_id
+						WHERE s.user_id = h.user_id AND w.user_id = h.user_id AND w.outbox_id <> o.id
+						AND (h.event_type = 'user.deleted' OR w.event_type <> 'user.deleted')
+						AND (w.occurred_at, w.outbox_id) > (h.occurred_at, h.outbox_id)))))
+	)`
 
 // Prune deletes outbox rows older than cfg.OutboxOlderThan that are
 // accounted for and can never again win a register (see outboxPrunableSQL),
@@ -122,9 +128,9 @@ func pruneOutbox(ctx context.Context, conn *pgx.Conn, cfg PruneConfig) (PruneRes
 	if res.Cutoff, err = cutoff(ctx, conn, cfg.OutboxOlderThan); err != nil {
 		return res, err
 	}
-	verb := "DELETE FROM neon_auth.outbox o WHERE " + outboxPrunableSQL + " RETURNING o.id"
+	verb := outboxPrunableSQL + " DELETE FROM neon_auth.outbox o USING prunable p WHERE o.id = p.id RETURNING o.id"
 	if cfg.DryRun {
-		verb = "SELECT o.id FROM neon_auth.outbox o WHERE " + outboxPrunableSQL
+		verb = outboxPrunableSQL + " SELECT id FROM prunable"
 	}
 	var after int64
 	for {
