@@ -69,6 +69,7 @@ func TestIngestCommand_UsageErrors(t *testing.T) {
 		})
 	}
 }
+
 // TestIngestCommand_UnquotedSecretListNotEchoed (found in review): docs/webhooks.md tells
 // WorkOS users to give the old and the new secret "space-separated" while
 // rolling, and WorkOS secrets need not start with whsec_. Typed unquoted
