@@ -324,3 +324,15 @@ func checkHistoryImages(t testing.TB, ctx context.Context, conn *pgx.Conn) {
 		}
 	}
 }
+
+// waitApplyOnFoldLock waits until an apply of db waits for the fold lock
+// (which the test holds).
+func waitApplyOnFoldLock(t testing.TB, db *testDB) {
+	t.Helper()
+	pgtest.WaitFor(t, 30*time.Second, "an apply waiting for the fold lock", func() (bool, error) {
+		var waiting bool
+		err := db.conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory')`).Scan(&waiting)
+		return waiting, err
+	})
+}

@@ -156,12 +156,7 @@ func TestRun_OutboxTruncatedWithRestartIdentityWhileLagging(t *testing.T) {
 		event{provider: "generic", typ: "user.created", payload: genericUser("old1", "Old"), occurredAt: at(1)},
 		event{provider: "generic", typ: "user.created", payload: genericUser("old2", "Old"), occurredAt: at(2)},
 	)
-	pgtest.WaitFor(t, 30*time.Second, "an apply waiting for the fold lock", func() (bool, error) {
-		var waiting bool
-		err := db.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory')`).Scan(&waiting)
-		return waiting, err
-	})
+	waitApplyOnFoldLock(t, db)
 	if _, err := db.conn.Exec(ctx, `TRUNCATE neon_auth.outbox RESTART IDENTITY`); err != nil {
 		t.Fatal(err)
 	}
@@ -286,12 +281,7 @@ func TestRun_ShutdownIsBoundedWhileAnApplyWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("w1", "Wait"), occurredAt: at(1)})
-	pgtest.WaitFor(t, 30*time.Second, "an apply waiting for the fold lock", func() (bool, error) {
-		var waiting bool
-		err := db.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory')`).Scan(&waiting)
-		return waiting, err
-	})
+	waitApplyOnFoldLock(t, db)
 	began := time.Now()
 	r.cancel()
 	select {

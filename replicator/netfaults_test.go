@@ -89,12 +89,7 @@ func TestRun_NetworkBlackhole(t *testing.T) {
 	if _, err := locker.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(foldLockID)); err != nil {
 		t.Fatal(err)
 	}
-	pgtest.WaitFor(t, 30*time.Second, "an apply waiting for the fold lock", func() (bool, error) {
-		var waiting bool
-		err := db.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory')`).Scan(&waiting)
-		return waiting, err
-	})
+	waitApplyOnFoldLock(t, db)
 	before := proxy.Accepted()
 	proxy.Blackhole()
 	began := time.Now()

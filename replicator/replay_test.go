@@ -152,30 +152,18 @@ func TestRun_CaughtUpRejectReplayedAfterReconnectStaysAReject(t *testing.T) {
 // turns under the fold lock, and the fence's fingerprint includes the
 // other slots) both stream every outbox row. A row that one refused (a
 // reject made by the change-by-change retry) reaches the other one after a
-// newer event of the same user was folded: it folds as stale there and
-// gets a history row next to its reject, because each session looks
-// replays up only to the rejects' positions as they stood when it started.
+// newer event of the same user was folded, beyond any replay horizon the
+// other knows of: it must stay a reject there, not fold as stale and get a
+// history row besides. (Found in review.)
 func TestApplier_RejectOfOneSlotFoldedByAnother(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
 	ctx := context.Background()
 	refusePoison(t, db.conn)
-	session := func(slot string) *applier {
-		owner, err := takeOwnership(ctx, db.conn, slot, false, 0, discardLogger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &applier{conn: db.conn, slot: slot, generation: owner.Generation}
-	}
-	first, second := session("slot_one"), session("slot_two")
+	first, second := slotApplier(t, db, "slot_one"), slotApplier(t, db, "slot_two")
 	ids := db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("u1", "poison"), occurredAt: at(1)})
 	ids = append(ids, db.insert(event{provider: "generic", typ: "user.updated", payload: genericUser("u1", "fine"), occurredAt: at(2)})...)
-	streamed := func(i int, lsn uint64) *batch {
-		b := batchOf(readRecord(t, db.conn, ids[i]))
-		b.changes[0].src.LSN, b.changes[0].src.CommittedAt = lsn, time.Now()
-		b.endLSN = lsn + 8
-		return b
-	}
+	streamed := func(i int, lsn uint64) *batch { return streamedBatch(t, db, ids[i], lsn) }
 	if st, err := first.apply(ctx, streamed(0, 1000), nil, nil); err != nil || st.Rejected != 1 {
 		t.Fatalf("slot one, refused row = %+v, %v; want 1 rejected", st, err)
 	}
@@ -201,26 +189,13 @@ func TestApplier_CachedBatchWithARejectedChangeStaysAReject(t *testing.T) {
 	db := newTestDB(t)
 	ctx := context.Background()
 	refusePoison(t, db.conn)
-	session := func(slot string) *applier {
-		owner, err := takeOwnership(ctx, db.conn, slot, false, 0, discardLogger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &applier{conn: db.conn, slot: slot, generation: owner.Generation}
-	}
-	first, second := session("slot_one"), session("slot_two")
+	first, second := slotApplier(t, db, "slot_one"), slotApplier(t, db, "slot_two")
 	ids := db.insert(
 		event{provider: "generic", typ: "user.created", payload: genericUser("u1", "Ada"), occurredAt: at(1)},
 		event{provider: "generic", typ: "user.updated", payload: genericUser("u1", "poison"), occurredAt: at(2)},
 		event{provider: "generic", typ: "user.updated", payload: genericUser("u1", "Grace"), occurredAt: at(3)},
 	)
-	streamed := func(i int) *batch {
-		lsn := uint64(1000 * (i + 1))
-		b := batchOf(readRecord(t, db.conn, ids[i]))
-		b.changes[0].src.LSN, b.changes[0].src.CommittedAt = lsn, time.Now()
-		b.endLSN = lsn + 8
-		return b
-	}
+	streamed := func(i int) *batch { return streamedBatch(t, db, ids[i], uint64(1000*(i+1))) }
 	// Slot one streams all three: the second is refused, a reject.
 	for i, want := range []applyStats{{Folded: 1}, {Rejected: 1}, {Folded: 1}} {
 		st, err := first.apply(ctx, streamed(i), nil, nil)
@@ -252,4 +227,24 @@ func TestApplier_CachedBatchWithARejectedChangeStaysAReject(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInvariants(t, ctx, db.conn)
+}
+
+// slotApplier is an applier that owns slot, as a session's would.
+func slotApplier(t *testing.T, db *testDB, slot string) *applier {
+	t.Helper()
+	owner, err := takeOwnership(context.Background(), db.conn, slot, false, 0, discardLogger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &applier{conn: db.conn, slot: slot, generation: owner.Generation}
+}
+
+// streamedBatch is outbox row id as the stream hands it over alone: a
+// transaction committed at lsn.
+func streamedBatch(t *testing.T, db *testDB, id int64, lsn uint64) *batch {
+	t.Helper()
+	b := batchOf(readRecord(t, db.conn, id))
+	b.changes[0].src.LSN, b.changes[0].src.CommittedAt = lsn, time.Now()
+	b.endLSN = lsn + 8
+	return b
 }
