@@ -46,7 +46,12 @@ type NewEvent struct {
 // index on (provider, event_id) cannot hold arbitrarily long keys.
 const maxEventIDBytes = 512
 
-// Validate reports, by field, what would make the fold reject the event.
+// Validate reports, by field, what makes the event unusable whatever its
+// payload says: an unknown provider or type, an event id the unique index
+// cannot hold, a payload that is not a JSON object. What is inside the
+// payload (a user id, the times) is the fold's to judge: an event it cannot
+// fold becomes a row of neon_auth.outbox_rejects saying why, so that the
+// delivery stays on record.
 func (ev NewEvent) Validate() error {
 	switch {
 	case !knownProvider(ev.Provider):

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -82,6 +83,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// The logging flags are global; checked here, a bad value is refused
 		// by every command, also by those that log nothing.
 		Before: func(c *cli.Context) error {
+			if helpRequested(c.Args().Slice()) {
+				return nil // help prints whatever the other flags say
+			}
 			_, err := newLogger(c)
 			return err
 		},
@@ -104,6 +108,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		}
 	}
 	return app
+}
+
+// helpRequested reports whether the command line (after the global flags)
+// asks for help: the help command, or -h/--help anywhere.
+func helpRequested(args []string) bool {
+	if len(args) > 0 && (args[0] == "help" || args[0] == "h") {
+		return true
+	}
+	return slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "--help" || a == "-help" })
 }
 
 // newLogger builds the logger the global flags ask for.

@@ -194,4 +194,11 @@ func TestRun_BadLogFlagsAreRefusedByEveryCommand(t *testing.T) {
 			t.Errorf("%q: exit %d, want %d", args, code, exitUsage)
 		}
 	}
+	// Help still prints: a bad value in the environment must not hide it.
+	for _, cmd := range [][]string{{"help"}, {"verify", "--help"}, {"help", "prune"}} {
+		args := append([]string{"--log-format", "xml", "--log-level", "loud"}, cmd...)
+		if code, stdout, stderr := runCLI(t, args...); code != 0 || !strings.Contains(stdout, "USAGE") {
+			t.Errorf("%q: exit %d, stdout %.60q, stderr %q; want the help", args, code, stdout, stderr)
+		}
+	}
 }
