@@ -336,3 +336,13 @@ func waitApplyOnFoldLock(t testing.TB, db *testDB) {
 		return waiting, err
 	})
 }
+
+// waitUsers waits until users_sync holds every one of ids.
+func waitUsers(t testing.TB, db *testDB, timeout time.Duration, what string, ids ...string) {
+	t.Helper()
+	pgtest.WaitFor(t, timeout, what, func() (bool, error) {
+		var n int
+		err := db.conn.QueryRow(context.Background(), `SELECT count(*) FROM neon_auth.users_sync WHERE id = ANY($1)`, ids).Scan(&n)
+		return n == len(ids), err
+	})
+}

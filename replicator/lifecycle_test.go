@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/usersync/usersync/internal/pgtest"
 )
 
 // TestRun_PublicationDroppedWhileRunning drops the publication under a
@@ -111,11 +109,7 @@ func TestRun_OutboxTruncatedWithRestartIdentity(t *testing.T) {
 		t.Errorf("new outbox ids %v reuse ids that history and rejects hold (1 and 2)", ids)
 	}
 	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("new3", "Cy"), occurredAt: at(12)})
-	pgtest.WaitFor(t, 20*time.Second, "the row after them folded", func() (bool, error) {
-		var n int
-		err := db.conn.QueryRow(ctx, `SELECT count(*) FROM neon_auth.users_sync WHERE id = 'new3'`).Scan(&n)
-		return n == 1, err
-	})
+	waitUsers(t, db, 20*time.Second, "the row after them folded", "new3")
 	var users []string
 	rows, _ := db.conn.Query(ctx, `SELECT id FROM neon_auth.users_sync WHERE id IN ('new1', 'new2') ORDER BY id`)
 	users, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -170,18 +164,10 @@ func TestRun_OutboxTruncatedWithRestartIdentityWhileLagging(t *testing.T) {
 	if _, err := locker.Exec(ctx, "SELECT pg_advisory_unlock($1)", int64(foldLockID)); err != nil {
 		t.Fatal(err)
 	}
-	pgtest.WaitFor(t, 30*time.Second, "the old users folded", func() (bool, error) {
-		var n int
-		err := db.conn.QueryRow(ctx, `SELECT count(*) FROM neon_auth.users_sync WHERE id IN ('old1', 'old2')`).Scan(&n)
-		return n == 2, err
-	})
+	waitUsers(t, db, 30*time.Second, "the old users folded", "old1", "old2")
 	db.waitCaughtUp(30 * time.Second)
 	db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("last", "Last"), occurredAt: at(20)})
-	pgtest.WaitFor(t, 30*time.Second, "the row after them folded", func() (bool, error) {
-		var n int
-		err := db.conn.QueryRow(ctx, `SELECT count(*) FROM neon_auth.users_sync WHERE id = 'last'`).Scan(&n)
-		return n == 1, err
-	})
+	waitUsers(t, db, 30*time.Second, "the row after them folded", "last")
 	var users int
 	if err := db.conn.QueryRow(ctx, `SELECT count(*) FROM neon_auth.users_sync WHERE id IN ('new1', 'new2')`).Scan(&users); err != nil {
 		t.Fatal(err)
@@ -255,11 +241,7 @@ func TestRun_PublicationChangedInPlace(t *testing.T) {
 				t.Fatal(err)
 			}
 			db.insert(event{provider: "generic", typ: "user.created", payload: genericUser("a2", "two"), occurredAt: at(10)})
-			pgtest.WaitFor(t, 20*time.Second, "the row after the gap folded", func() (bool, error) {
-				var n int
-				err := db.conn.QueryRow(ctx, `SELECT count(*) FROM neon_auth.users_sync WHERE id = 'a2'`).Scan(&n)
-				return n == 1, err
-			})
+			waitUsers(t, db, 20*time.Second, "the row after the gap folded", "a2")
 			db.waitCaughtUp(20 * time.Second)
 			checkInvariants(t, ctx, db.conn)
 		})

@@ -171,18 +171,8 @@ func TestServe_HeaderBytesCap(t *testing.T) {
 	if n := len(h.Get("svix-signature")); n < 64<<10 {
 		t.Fatalf("header of %d bytes is not over the cap", n)
 	}
-	req, err := http.NewRequest(http.MethodPost, s.url+"/webhooks/generic", strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header = h
-	resp, err := s.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		t.Errorf("status %d, want 431", resp.StatusCode)
+	if status := postGeneric(t, s, h, body); status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("status %d, want 431", status)
 	}
 }
 
@@ -203,20 +193,27 @@ func TestServe_HeaderBytesCap_Boundary(t *testing.T) {
 		body := genericBody(fmt.Sprintf("u_header_%d", tc.padding), time.Now())
 		h := signedHeader(s.key, newMessageID(), time.Now(), body)
 		h.Set("X-Padding", strings.Repeat("p", tc.padding))
-		req, err := http.NewRequest(http.MethodPost, s.url+"/webhooks/generic", strings.NewReader(string(body)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header = h
-		resp, err := s.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tc.want {
-			t.Errorf("%d bytes of padding: status %d, want %d", tc.padding, resp.StatusCode, tc.want)
+		if status := postGeneric(t, s, h, body); status != tc.want {
+			t.Errorf("%d bytes of padding: status %d, want %d", tc.padding, status, tc.want)
 		}
 	}
+}
+
+// postGeneric posts body to s's generic endpoint with headers h and returns
+// the answer's status.
+func postGeneric(t *testing.T, s *server, h http.Header, body []byte) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.url+"/webhooks/generic", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = h
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // TestHandler_ServeHTTP_TruncatesLoggedValues signs a delivery whose message
